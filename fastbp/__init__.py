@@ -1,0 +1,23 @@
+"""fastbp: JIT-accelerated backpropagation for MLPs on the CPU.
+
+numba kernels fuse everything around the BLAS matmuls (bias, activations,
+softmax-cross-entropy, bias reduction); each has a plain-numpy twin in
+:mod:`fastbp.reference` used as test oracle and benchmark baseline.
+"""
+
+from . import kernels, ops, reference
+from .layers import Identity, Layer, Linear, ReLU, Sigmoid, Softmax, Tanh
+from .losses import BCEWithLogits, CrossEntropy, Loss, MSELoss, SoftmaxCrossEntropy
+from .model import Sequential
+from .parameter import Parameter
+from .threads import get_num_threads, set_num_threads, threading_info
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ops", "kernels", "reference",
+    "Layer", "Linear", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax",
+    "Loss", "SoftmaxCrossEntropy", "CrossEntropy", "MSELoss", "BCEWithLogits",
+    "Sequential", "Parameter",
+    "set_num_threads", "get_num_threads", "threading_info",
+]

@@ -1,0 +1,26 @@
+"""Backend selection: ``"numba"`` runs :mod:`fastbp.kernels`, ``"numpy"`` their twins."""
+
+from . import kernels, reference
+from ._validate import choice
+
+BACKENDS = {"numba": kernels, "numpy": reference}
+
+ACTIVATIONS = {
+    None: kernels.IDENTITY,
+    "identity": kernels.IDENTITY,
+    "relu": kernels.RELU,
+    "sigmoid": kernels.SIGMOID,
+    "tanh": kernels.TANH,
+}
+
+
+def get(backend: str):
+    """The kernel module for ``backend`` (``"numba"`` or ``"numpy"``)."""
+    return BACKENDS[choice(backend, "backend", tuple(BACKENDS))]
+
+
+def activation_code(name) -> int:
+    if name not in ACTIVATIONS:
+        opts = ", ".join(repr(k) for k in ACTIVATIONS)
+        raise ValueError(f"activation: expected one of {opts}, got {name!r}")
+    return ACTIVATIONS[name]

@@ -1,0 +1,34 @@
+"""numba kernels: trust their inputs, write into the buffers they are given.
+
+Every kernel here has a plain-numpy twin of the same name and signature in
+:mod:`fastbp.reference`. Validation happens in :mod:`fastbp.ops` before a kernel
+runs: numba does not bounds-check.
+"""
+
+from .activations import (
+    IDENTITY,
+    RELU,
+    SIGMOID,
+    TANH,
+    act_backward,
+    bias_act,
+    softmax_backward,
+    softmax_forward,
+)
+from .linear import bias_grad
+from .losses import (
+    bce_logits,
+    mse,
+    softmax_xent_labels,
+    softmax_xent_probs,
+    xent_labels,
+    xent_probs,
+)
+
+__all__ = [
+    "IDENTITY", "RELU", "SIGMOID", "TANH",
+    "bias_act", "act_backward", "softmax_forward", "softmax_backward",
+    "bias_grad",
+    "softmax_xent_labels", "softmax_xent_probs", "xent_labels", "xent_probs",
+    "mse", "bce_logits",
+]

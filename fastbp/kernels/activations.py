@@ -1,0 +1,105 @@
+"""Activation kernels: forward fused with the bias add, backward from the output.
+
+Activation codes are small ints so one compiled kernel serves every activation;
+the branch is outside the inner loops, so each loop stays a tight vector loop.
+"""
+
+import numpy as np
+from numba import prange
+
+from ..threads import kernel
+
+IDENTITY, RELU, SIGMOID, TANH = 0, 1, 2, 3
+
+
+@kernel
+def bias_act(y, b, act):
+    """In place on ``y`` (n, m): ``y = act(y + b)``; ``b`` is (m,) or (0,) for no bias."""
+    n, m = y.shape
+    zero = y.dtype.type(0.0)
+    one = y.dtype.type(1.0)
+    has_bias = b.shape[0] != 0
+    for i in prange(n):
+        row = y[i]
+        if has_bias:
+            for j in range(m):
+                row[j] += b[j]
+        if act == RELU:
+            for j in range(m):
+                v = row[j]
+                # `v < 0` rather than `v > 0` so that NaN passes through as numpy's maximum does.
+                row[j] = zero if v < zero else v
+        elif act == SIGMOID:
+            for j in range(m):
+                v = row[j]
+                # exp of -|v| never overflows; e/(1+e) keeps precision for very negative v.
+                e = np.exp(-np.abs(v))
+                s = one / (one + e)
+                row[j] = s if v >= zero else e * s
+        elif act == TANH:
+            for j in range(m):
+                row[j] = np.tanh(row[j])
+
+
+@kernel
+def act_backward(dy, y, act, dx):
+    """``dx = dy * act'(.)`` expressed through the output ``y``; all (n, m), ``dx`` may be ``dy``.
+
+    relu: ``dy * (y > 0)`` (derivative 0 at exactly 0); sigmoid: ``dy * y * (1 - y)``;
+    tanh: ``dy * (1 - y*y)``; identity: ``dy``.
+    """
+    n, m = dy.shape
+    zero = dy.dtype.type(0.0)
+    one = dy.dtype.type(1.0)
+    for i in prange(n):
+        g = dy[i]
+        o = y[i]
+        d = dx[i]
+        if act == RELU:
+            for j in range(m):
+                d[j] = g[j] if o[j] > zero else zero
+        elif act == SIGMOID:
+            for j in range(m):
+                d[j] = g[j] * o[j] * (one - o[j])
+        elif act == TANH:
+            for j in range(m):
+                d[j] = g[j] * (one - o[j] * o[j])
+        else:
+            for j in range(m):
+                d[j] = g[j]
+
+
+@kernel
+def softmax_forward(x, y):
+    """Row-wise softmax of ``x`` (n, m) into ``y`` (may be ``x``); the row max is subtracted first."""
+    n, m = x.shape
+    for i in prange(n):
+        xr = x[i]
+        yr = y[i]
+        mx = xr[0]
+        for j in range(1, m):
+            if xr[j] > mx:
+                mx = xr[j]
+        s = x.dtype.type(0.0)
+        for j in range(m):
+            e = np.exp(xr[j] - mx)
+            yr[j] = e
+            s += e
+        inv = x.dtype.type(1.0) / s
+        for j in range(m):
+            yr[j] *= inv
+
+
+@kernel
+def softmax_backward(dy, y, dx):
+    """Softmax Jacobian-vector product row by row: ``dx = y * (dy - sum(dy * y))``; ``dx`` may be ``dy``."""
+    n, m = dy.shape
+    for i in prange(n):
+        g = dy[i]
+        o = y[i]
+        d = dx[i]
+        s = dy.dtype.type(0.0)
+        for j in range(m):
+            s += g[j] * o[j]
+        for j in range(m):
+            d[j] = o[j] * (g[j] - s)

@@ -1,0 +1,218 @@
+"""Loss kernels: one pass per row computes the loss and its gradient.
+
+Each kernel writes the per-row (or per-element) loss and the gradient already
+multiplied by ``scale`` (``1/N`` for a mean, 1 for a sum; the caller decides),
+and returns the unscaled sum of the losses as a float64 scalar.
+"""
+
+import numpy as np
+from numba import prange
+
+from ..threads import kernel
+
+
+@kernel
+def softmax_xent_labels(z, labels, weights, smoothing, scale, grad, row_loss):
+    """Fused softmax + cross-entropy on integer labels.
+
+    ``z`` (n, k) logits, ``labels`` (n,) ints in [0, k), ``weights`` (k,) class
+    weights or (0,), ``smoothing`` in [0, 1). Row ``i`` puts weight
+    ``c_k = (1-smoothing)[k == t] w_t + smoothing/k w_k`` on ``-log p_k``, so
+    ``loss_i = sum_k c_k (m - z_k) + C log(s)`` with ``m`` the row max,
+    ``s = sum exp(z - m)`` and ``C = sum_k c_k``; the gradient is
+    ``C p - c``, which is ``p - onehot`` without weights or smoothing.
+    """
+    n, k = z.shape
+    one = z.dtype.type(1.0)
+    zero = z.dtype.type(0.0)
+    weighted = weights.shape[0] != 0
+    eps_k = smoothing / z.dtype.type(k)
+    w_sum = zero
+    if weighted:
+        for j in range(k):
+            w_sum += weights[j]
+    else:
+        w_sum = z.dtype.type(k)
+    total = 0.0
+    for i in prange(n):
+        zr = z[i]
+        gr = grad[i]
+        t = labels[i]
+        m = zr[0]
+        for j in range(1, k):
+            if zr[j] > m:
+                m = zr[j]
+        s = zero
+        for j in range(k):
+            e = np.exp(zr[j] - m)
+            gr[j] = e
+            s += e
+        inv_s = one / s
+        w_t = weights[t] if weighted else one
+        c_t = (one - smoothing) * w_t  # extra coefficient on the target class
+        big_c = c_t + eps_k * w_sum
+        # loss_i = sum_k c_k (m - z_k) + C log s, with c_k = c_t [k == t] + eps_k w_k
+        acc = c_t * (m - zr[t])
+        if smoothing != zero:
+            sm = zero
+            for j in range(k):
+                wj = weights[j] if weighted else one
+                sm += wj * (m - zr[j])
+            acc += eps_k * sm
+        li = acc + big_c * np.log(s)
+        row_loss[i] = li
+        total += li
+        for j in range(k):
+            wj = weights[j] if weighted else one
+            gr[j] = scale * (big_c * gr[j] * inv_s - eps_k * wj)
+        gr[t] -= scale * c_t
+    return total
+
+
+@kernel
+def softmax_xent_probs(z, q, weights, smoothing, scale, grad, row_loss):
+    """Fused softmax + cross-entropy on target probability rows ``q`` (n, k).
+
+    ``c_k = w_k ((1-smoothing) q_k + smoothing/k)``; loss and gradient as in
+    :func:`softmax_xent_labels` (``C p - c``, i.e. ``p - q`` when rows sum to 1
+    and there are no weights).
+    """
+    n, k = z.shape
+    one = z.dtype.type(1.0)
+    zero = z.dtype.type(0.0)
+    weighted = weights.shape[0] != 0
+    keep = one - smoothing
+    eps_k = smoothing / z.dtype.type(k)
+    total = 0.0
+    for i in prange(n):
+        zr = z[i]
+        qr = q[i]
+        gr = grad[i]
+        m = zr[0]
+        for j in range(1, k):
+            if zr[j] > m:
+                m = zr[j]
+        s = zero
+        for j in range(k):
+            e = np.exp(zr[j] - m)
+            gr[j] = e
+            s += e
+        inv_s = one / s
+        big_c = zero
+        acc = zero
+        for j in range(k):
+            c = keep * qr[j] + eps_k
+            if weighted:
+                c *= weights[j]
+            big_c += c
+            acc += c * (m - zr[j])
+        li = acc + big_c * np.log(s)
+        row_loss[i] = li
+        total += li
+        for j in range(k):
+            c = keep * qr[j] + eps_k
+            if weighted:
+                c *= weights[j]
+            gr[j] = scale * (big_c * gr[j] * inv_s - c)
+    return total
+
+
+@kernel
+def xent_labels(x, labels, eps, scale, grad, row_loss):
+    """Cross-entropy on probabilities ``x`` (n, k) and integer labels.
+
+    ``loss_i = -log(max(x_it, eps))``; the gradient is ``-1/max(x_it, eps)``
+    times ``scale`` at the target and 0 elsewhere (seed 003: ``-1/(x_t N)``).
+    """
+    n, k = x.shape
+    zero = x.dtype.type(0.0)
+    total = 0.0
+    for i in prange(n):
+        gr = grad[i]
+        for j in range(k):
+            gr[j] = zero
+        t = labels[i]
+        v = max(x[i, t], eps)
+        li = -np.log(v)
+        row_loss[i] = li
+        total += li
+        gr[t] = -scale / v
+    return total
+
+
+@kernel
+def xent_probs(x, q, eps, scale, grad, row_loss):
+    """Cross-entropy on probabilities ``x`` and target rows ``q``: ``-sum_k q_k log(max(x_k, eps))``."""
+    n, k = x.shape
+    zero = x.dtype.type(0.0)
+    total = 0.0
+    for i in prange(n):
+        xr = x[i]
+        qr = q[i]
+        gr = grad[i]
+        li = zero
+        for j in range(k):
+            v = max(xr[j], eps)
+            li -= qr[j] * np.log(v)
+            gr[j] = -scale * qr[j] / v
+        row_loss[i] = li
+        total += li
+    return total
+
+
+@kernel
+def mse(pred, target, lscale, gscale, grad, elem_loss):
+    """Squared error: ``grad = gscale (pred - target)``; returns ``lscale * sum (pred - target)**2``.
+
+    ``elem_loss`` is (n, m) to receive ``lscale (pred - target)**2`` per element, or (0, 0) to skip.
+    """
+    n, m = pred.shape
+    want_elem = elem_loss.shape[0] != 0
+    total = 0.0
+    for i in prange(n):
+        pr = pred[i]
+        tr = target[i]
+        gr = grad[i]
+        acc = pred.dtype.type(0.0)
+        for j in range(m):
+            d = pr[j] - tr[j]
+            gr[j] = gscale * d
+            acc += d * d
+        if want_elem:
+            for j in range(m):
+                d = pr[j] - tr[j]
+                elem_loss[i, j] = lscale * d * d
+        total += acc
+    return lscale * total
+
+
+@kernel
+def bce_logits(z, y, gscale, grad, elem_loss):
+    """Binary cross-entropy on logits, stable for any ``z``.
+
+    ``loss = max(z, 0) - z y + log1p(exp(-|z|))``, ``grad = gscale (sigmoid(z) - y)``.
+    ``elem_loss`` is (n, m) or (0, 0) to skip; returns the unscaled sum.
+    """
+    n, m = z.shape
+    zero = z.dtype.type(0.0)
+    one = z.dtype.type(1.0)
+    want_elem = elem_loss.shape[0] != 0
+    total = 0.0
+    for i in prange(n):
+        zr = z[i]
+        yr = y[i]
+        gr = grad[i]
+        acc = zero
+        for j in range(m):
+            v = zr[j]
+            e = np.exp(-np.abs(v))
+            li = max(v, zero) - v * yr[j] + np.log1p(e)
+            sig = one / (one + e)
+            if v < zero:
+                sig = e * sig
+            gr[j] = gscale * (sig - yr[j])
+            acc += li
+            if want_elem:
+                elem_loss[i, j] = li
+        total += acc
+    return total

@@ -1,0 +1,123 @@
+"""Activation layers; each backward uses only the forward output.
+
+For speed, prefer ``Linear(..., activation=...)``, which fuses the activation
+into the bias pass; these layers exist for models built op by op.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _validate as v
+from ..kernels import IDENTITY, RELU, SIGMOID, TANH
+from .base import Layer
+
+
+class _Elementwise(Layer):
+    _code = IDENTITY
+
+    def __init__(self, dtype=np.float32, backend="numba"):
+        super().__init__(dtype, backend)
+        self._y = None
+        self._empty = np.empty(0, self.dtype)
+
+    def forward(self, x):
+        """``x`` (batch, m) -> ``y`` (batch, m), a reused buffer."""
+        x = v.batch(x, "x", dtype=self.dtype)
+        y = self._buf("y", x.shape)
+        np.copyto(y, x)
+        self._k.bias_act(y, self._empty, self._code)
+        self._y = y
+        return y
+
+    def infer(self, x):
+        y = np.array(x, dtype=self.dtype, copy=True)
+        self._k.bias_act(y, self._empty, self._code)
+        return y
+
+    def backward(self, dy=None, *, need_dx=True):
+        """``dx`` (batch, m) from ``dy`` and the saved output."""
+        dy = self._upstream(dy, self._y)
+        if not need_dx:
+            return None
+        dx = self._buf("dx", dy.shape)
+        self._k.act_backward(dy, self._y, self._code, dx)
+        return dx
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class ReLU(_Elementwise):
+    """``max(x, 0)``; backward ``dy * (y > 0)`` (derivative 0 at exactly 0)."""
+
+    _code = RELU
+
+
+class Sigmoid(_Elementwise):
+    """``1 / (1 + exp(-x))``, finite for any ``x``; backward ``dy * y * (1 - y)`` (seed 001)."""
+
+    _code = SIGMOID
+
+
+class Tanh(_Elementwise):
+    """``tanh(x)``; backward ``dy * (1 - y**2)``."""
+
+    _code = TANH
+
+
+class Identity(Layer):
+    """``y = x``; backward passes ``dy`` through."""
+
+    def __init__(self, dtype=np.float32, backend="numba"):
+        super().__init__(dtype, backend)
+        self._y = None
+
+    def forward(self, x):
+        self._y = v.batch(x, "x", dtype=self.dtype)
+        return self._y
+
+    def infer(self, x):
+        return x
+
+    def backward(self, dy=None, *, need_dx=True):
+        dy = self._upstream(dy, self._y)
+        return dy if need_dx else None
+
+    def __repr__(self):
+        return "Identity()"
+
+
+class Softmax(Layer):
+    """Row-wise softmax; backward is the Jacobian-vector product ``y * (dy - sum(dy * y))`` (seed 003).
+
+    To train a classifier, prefer raw logits with :class:`~fastbp.SoftmaxCrossEntropy`:
+    the fused gradient is cheaper and more accurate than Softmax + CrossEntropy.
+    """
+
+    def __init__(self, dtype=np.float32, backend="numba"):
+        super().__init__(dtype, backend)
+        self._y = None
+
+    def forward(self, x):
+        x = v.batch(x, "x", dtype=self.dtype)
+        y = self._buf("y", x.shape)
+        self._k.softmax_forward(x, y)
+        self._y = y
+        return y
+
+    def infer(self, x):
+        y = np.empty_like(x)
+        self._k.softmax_forward(x, y)
+        return y
+
+    def backward(self, dy=None, *, need_dx=True):
+        dy = self._upstream(dy, self._y)
+        if not need_dx:
+            return None
+        dx = self._buf("dx", dy.shape)
+        self._k.softmax_backward(dy, self._y, dx)
+        return dx
+
+    def __repr__(self):
+        return "Softmax()"

@@ -1,0 +1,75 @@
+"""Base class of the layers: buffers reused between steps, input checks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _validate as v
+from ..backend import get
+
+
+class Layer:
+    """A layer: ``forward(x) -> y``, ``backward(dy=None) -> dx``.
+
+    Arrays returned by ``forward`` and ``backward`` are buffers owned by the
+    layer, reused by the next call with the same batch size: copy them to keep
+    them. ``backward`` uses what the last ``forward`` saw, so a layer serves
+    one training thread at a time; :meth:`fastbp.Sequential.predict` is the
+    thread-safe path for inference.
+    """
+
+    def __init__(self, dtype=np.float32, backend: str = "numba"):
+        self.dtype = v.as_dtype(dtype)
+        self._k = get(backend)
+        self.backend = backend
+        self._bufs: dict[str, np.ndarray] = {}
+        self.training = True
+
+    # -- buffers -----------------------------------------------------------
+    def _buf(self, name: str, shape: tuple) -> np.ndarray:
+        b = self._bufs.get(name)
+        if b is None or b.shape != shape:
+            b = self._bufs[name] = np.empty(shape, self.dtype)
+        return b
+
+    def _upstream(self, dy, y: np.ndarray | None) -> np.ndarray:
+        """The upstream gradient, checked against ``y``; None means ones (seed 002)."""
+        if y is None:
+            raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
+        if dy is None:
+            return np.ones(y.shape, self.dtype)
+        dy = v.float_array(dy, "dy", ndim=2, dtype=self.dtype)
+        if dy.shape != y.shape:
+            raise ValueError(f"dy: expected shape {y.shape} (the forward output), got {dy.shape}")
+        return dy
+
+    # -- API ---------------------------------------------------------------
+    def forward(self, x):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, dy=None, *, need_dx: bool = True):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Forward without touching the layer's buffers or caches (thread-safe).
+
+        ``x`` must already be a checked (batch, in) array of the layer's dtype.
+        """
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def parameters(self) -> list:
+        return []
+
+    def train(self, mode: bool = True):
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def config(self) -> dict:
+        """Constructor arguments that rebuild this layer (for model files)."""
+        return {}

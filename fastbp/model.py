@@ -1,0 +1,128 @@
+"""``Sequential``: a stack of layers trained by backpropagation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _validate as v
+from .layers.base import Layer
+
+
+class Sequential:
+    """Layers applied in order.
+
+    ``forward(x)`` runs each layer's ``forward``; ``backward(dy=None)`` runs
+    their ``backward`` in reverse (``dy=None`` means an upstream of ones, seed
+    002) and leaves every parameter's ``.grad`` overwritten.
+
+    Parameters
+    ----------
+    *layers : Layer
+        All of one dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, fastbp
+    >>> model = fastbp.Sequential(fastbp.Linear(4, 8, activation="relu", seed=0), fastbp.Linear(8, 3, seed=1))
+    >>> model(np.ones((2, 4), np.float32)).shape
+    (2, 3)
+    """
+
+    def __init__(self, *layers: Layer):
+        if not layers:
+            raise ValueError("layers: expected at least one layer, got none")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layers[{i}]: expected a fastbp Layer, got {type(layer).__name__}")
+        dtypes = {layer.dtype for layer in layers}
+        if len(dtypes) > 1:
+            raise TypeError(f"layers: expected one dtype for all layers, got {sorted(str(d) for d in dtypes)}")
+        self.layers = list(layers)
+        self.dtype = layers[0].dtype
+
+    def forward(self, x):
+        """``x`` (batch, in) -> output of the last layer (a buffer reused next step)."""
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    __call__ = forward
+
+    def backward(self, dy=None, *, input_grad: bool = True):
+        """Backpropagate ``dy`` (None means ones); return ``dL/dx``, or None if not ``input_grad``.
+
+        ``input_grad=False`` skips the first layer's ``dx`` matmul, which
+        training never needs.
+        """
+        last = len(self.layers) - 1
+        for i in range(last, -1, -1):
+            dy = self.layers[i].backward(dy, need_dx=(i > 0 or input_grad))
+        return dy
+
+    def predict(self, x, *, batch_size: int = 4096):
+        """Outputs for ``x`` (n, in), computed ``batch_size`` rows at a time.
+
+        Uses no layer buffers or caches, so several threads may predict with
+        one model at once, and a large ``x`` never allocates activations for
+        all rows together.
+        """
+        batch_size = v.positive_int(batch_size, "batch_size")
+        first = self.layers[0]
+        width = getattr(first, "in_features", None)
+        x = v.batch(x, "x", dtype=self.dtype, width=width, contiguous=False)
+        outs = []
+        for start in range(0, x.shape[0], batch_size):
+            h = x[start:start + batch_size]
+            for layer in self.layers:
+                h = layer.infer(h)
+            outs.append(h)
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+    def parameters(self) -> list:
+        """Every layer's parameters, in order."""
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.zero_grad()
+
+    def _named(self):
+        return [(f"{i}.{p.name}", p) for i, layer in enumerate(self.layers) for p in layer.parameters()]
+
+    def state_dict(self) -> dict:
+        """Copies of the parameters, keyed ``"<layer index>.<name>"`` (``"0.W"``, ``"0.b"`` ...)."""
+        return {k: p.data.copy() for k, p in self._named()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Copy ``state`` into the parameters in place (optimizers keep their references)."""
+        named = dict(self._named())
+        missing = sorted(set(named) - set(state))
+        extra = sorted(set(state) - set(named))
+        if missing or extra:
+            raise ValueError(f"state: keys do not match the model (missing {missing}, unexpected {extra})")
+        for k, p in named.items():
+            a = np.asarray(state[k])
+            if a.shape != p.data.shape:
+                raise ValueError(f"state[{k!r}]: expected shape {p.data.shape}, got {a.shape}")
+            if a.dtype != p.data.dtype:
+                raise TypeError(f"state[{k!r}]: expected dtype {p.data.dtype}, got {a.dtype}")
+        for k, p in named.items():
+            np.copyto(p.data, state[k])
+
+    def train(self, mode: bool = True):
+        for layer in self.layers:
+            layer.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __repr__(self):
+        inner = ",\n  ".join(repr(layer) for layer in self.layers)
+        return f"Sequential(\n  {inner}\n)"

@@ -1,0 +1,14 @@
+"""Plain-numpy twins of every kernel in :mod:`fastbp.kernels`.
+
+Same names, same signatures, same semantics, written the idiomatic numpy way.
+They are the test oracle for the kernels and the baseline in the benchmarks.
+"""
+
+from .activations import act_backward, bias_act, softmax_backward, softmax_forward
+from .linear import bias_grad
+from .losses import bce_logits, mse, softmax_xent_labels, softmax_xent_probs, xent_labels, xent_probs
+
+__all__ = [
+    "bias_act", "act_backward", "softmax_forward", "softmax_backward", "bias_grad",
+    "softmax_xent_labels", "softmax_xent_probs", "xent_labels", "xent_probs", "mse", "bce_logits",
+]

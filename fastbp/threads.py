@@ -1,0 +1,181 @@
+"""The one owner of numba flags and threads in fastbp.
+
+Every kernel is compiled twice from one source by :func:`kernel`: a serial
+version and a ``prange`` version. Which one runs is decided here, never in a
+kernel, from three facts:
+
+* whether a thread-safe numba threading layer is loaded (``omp`` or ``tbb``;
+  ``workqueue`` aborts when two Python threads launch parallel kernels at once),
+* the thread count set with :func:`set_num_threads`,
+* the size of the work (a parallel launch costs microseconds; small arrays run
+  serially).
+
+Why the defaults are what they are is measured in ``docs/threading.md`` and
+reproduced by ``python benchmarks/threading_report.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numba
+
+# fastmath without ``nnan``/``ninf``: softmax of +-inf logits and NaN
+# propagation must stay honest, and ``np.isnan`` must not be folded away.
+FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
+
+# ``error_model="numpy"``: a division by zero gives inf/nan like numpy instead
+# of a Python exception check that stops the loop from vectorising.
+# ``nogil``: two Python threads can run kernels at the same time.
+JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=set(FASTMATH), error_model="numpy")
+
+# Below this many elements a kernel runs serially. Measured on the 2-core
+# development machine (docs/threading.md): a vectorised serial loop is already
+# memory-bound, and a second thread only breaks even from about 4M elements.
+DEFAULT_PARALLEL_MIN_WORK = 1 << 22
+
+_THREADSAFE_LAYERS = ("omp", "tbb")
+
+
+class _State:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.n_threads = max(1, int(numba.config.NUMBA_NUM_THREADS))
+        self.parallel_min_work = int(
+            os.environ.get("FASTBP_PARALLEL_MIN_WORK", DEFAULT_PARALLEL_MIN_WORK)
+        )
+        self.layer: str | None = None  # resolved lazily at the first parallel launch
+        self.parallel_ok: bool | None = None
+        self.blas = None  # threadpoolctl controller, created on first use
+
+
+_state = _State()
+
+
+def _resolve_layer() -> bool:
+    """Load numba's threading layer once; True when parallel kernels may run."""
+    with _state.lock:
+        if _state.parallel_ok is not None:
+            return _state.parallel_ok
+        from numba.np.ufunc import parallel as _npar
+
+        # Respect an explicit user choice; otherwise ask for a thread-safe layer.
+        if numba.config.THREADING_LAYER == "default" and "NUMBA_THREADING_LAYER" not in os.environ:
+            numba.config.THREADING_LAYER = "threadsafe"
+        # GNU OpenMP reads OMP_WAIT_POLICY once, when numba's omp layer loads it.
+        # Its default spinning starves OpenBLAS's threads (PERF-NOTES: 15x slower
+        # steps), so ask for sleeping workers for that load only and put the
+        # environment back: other libraries' OpenMP copies are not ours to tune.
+        saved = os.environ.get("OMP_WAIT_POLICY")
+        if saved is None:
+            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        try:
+            _npar._launch_threads()
+            layer = numba.threading_layer()
+        except (ValueError, RuntimeError):
+            layer = None
+        finally:
+            if saved is None:
+                os.environ.pop("OMP_WAIT_POLICY", None)
+        _state.layer = layer
+        _state.parallel_ok = layer in _THREADSAFE_LAYERS
+        return _state.parallel_ok
+
+
+def use_parallel(work: int) -> bool:
+    """Whether a kernel over ``work`` elements should run its parallel version."""
+    if _state.n_threads < 2 or work < _state.parallel_min_work:
+        return False
+    if _state.parallel_ok is None:
+        _resolve_layer()
+    if not _state.parallel_ok:
+        return False
+    # numba's thread count is per calling thread: a new Python thread starts at
+    # NUMBA_NUM_THREADS, so carry fastbp's setting into whichever thread calls.
+    if numba.get_num_threads() != _state.n_threads:
+        numba.set_num_threads(_state.n_threads)
+    return True
+
+
+class Kernel:
+    """A kernel compiled serially and with ``prange``.
+
+    ``kern(*args)`` runs the parallel version when :func:`use_parallel` says so
+    for the size of the first argument (the array the kernel walks), the serial
+    one otherwise; so a kernel is called exactly like its numpy twin.
+    ``kern.serial`` and ``kern.parallel`` are the two numba dispatchers.
+    """
+
+    def __init__(self, py_func):
+        self.py_func = py_func
+        self.serial = numba.njit(**JIT_OPTIONS)(py_func)
+        self.parallel = numba.njit(parallel=True, **JIT_OPTIONS)(py_func)
+        self.__name__ = py_func.__name__
+        self.__qualname__ = py_func.__qualname__
+        self.__doc__ = py_func.__doc__
+        self.__module__ = py_func.__module__
+
+    def __call__(self, *args):
+        if use_parallel(args[0].size):
+            return self.parallel(*args)
+        return self.serial(*args)
+
+    def __repr__(self) -> str:
+        return f"<fastbp kernel {self.__qualname__}>"
+
+
+def kernel(py_func) -> Kernel:
+    """Decorator: compile ``py_func`` as a fastbp :class:`Kernel`."""
+    return Kernel(py_func)
+
+
+def _blas():
+    if _state.blas is None:
+        from threadpoolctl import ThreadpoolController
+
+        _state.blas = ThreadpoolController()
+    return _state.blas
+
+
+def set_num_threads(n: int) -> None:
+    """Set the threads used by fastbp: numba's kernels and the BLAS pools.
+
+    Parameters
+    ----------
+    n : int
+        Between 1 and ``numba.config.NUMBA_NUM_THREADS`` (the core count by
+        default). BLAS libraries loaded in the process (numpy's OpenBLAS, and any
+        other that threadpoolctl finds) are limited to ``n`` too.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    n = int(n)
+    hi = int(numba.config.NUMBA_NUM_THREADS)
+    if not 1 <= n <= hi:
+        raise ValueError(f"n must be between 1 and {hi} (NUMBA_NUM_THREADS), got {n}")
+    with _state.lock:
+        _state.n_threads = n
+    _blas().limit(limits=n, user_api="blas")
+
+
+def get_num_threads() -> int:
+    """The thread count fastbp uses for its kernels and for BLAS."""
+    return _state.n_threads
+
+
+def threading_info() -> dict:
+    """What fastbp's threading looks like now: layer, thread counts, BLAS pools."""
+    if _state.parallel_ok is None and _state.n_threads > 1:
+        _resolve_layer()
+    return {
+        "n_threads": _state.n_threads,
+        "numba_threading_layer": _state.layer,
+        "parallel_kernels": bool(_state.parallel_ok) and _state.n_threads > 1,
+        "parallel_min_work": _state.parallel_min_work,
+        "blas": [
+            {k: info[k] for k in ("internal_api", "num_threads", "version")}
+            for info in _blas().info()
+            if info.get("user_api") == "blas"
+        ],
+    }
