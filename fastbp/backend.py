@@ -1,5 +1,9 @@
 """Backend selection: ``"numba"`` runs :mod:`fastbp.kernels`, ``"numpy"`` their twins."""
 
+import functools
+
+import numpy as np
+
 from . import kernels, reference
 from ._validate import choice
 
@@ -17,6 +21,12 @@ ACTIVATIONS = {
 def get(backend: str):
     """The kernel module for ``backend`` (``"numba"`` or ``"numpy"``)."""
     return BACKENDS[choice(backend, "backend", tuple(BACKENDS))]
+
+
+@functools.lru_cache(maxsize=64)
+def zero_bias(width: int, dtype) -> np.ndarray:
+    """A shared zeros vector: the bias of a layer without one (kernels only read it)."""
+    return np.zeros(width, dtype)
 
 
 def activation_code(name) -> int:

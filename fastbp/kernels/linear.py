@@ -1,30 +1,34 @@
 """Linear-layer kernels. The matmuls stay BLAS calls (in :mod:`fastbp.ops`); this is the rest."""
 
+import numpy as np
 from numba import prange
 
 from ..threads import kernel
 
-# Columns per parallel task in the bias reduction: wide enough for full vector
-# lanes, narrow enough that a 256-wide layer still splits across threads.
-_COL_BLOCK = 64
+# Row chunks of the bias reduction: a constant, so the order of additions (and
+# so the result) is the same for any thread count and for both compiled versions.
+_CHUNKS = 8
 
 
 @kernel
 def bias_grad(dy, db):
     """Batch bias reduction ``db = dy.sum(axis=0)``: ``dy`` (n, m), ``db`` (m,), overwritten.
 
-    Threads take blocks of columns and walk every row, so no partial sums are
-    allocated and each thread writes only its own slice of ``db``.
+    Rows are split into up to 8 chunks that threads take in parallel; each chunk
+    streams its rows into a partial sum and the partials are added at the end.
     """
     n, m = dy.shape
-    zero = dy.dtype.type(0.0)
-    n_blocks = (m + _COL_BLOCK - 1) // _COL_BLOCK
-    for blk in prange(n_blocks):
-        j0 = blk * _COL_BLOCK
-        j1 = min(j0 + _COL_BLOCK, m)
-        for j in range(j0, j1):
-            db[j] = zero
-        for i in range(n):
+    chunks = min(_CHUNKS, n)
+    partial = np.zeros((chunks, m), dy.dtype)
+    step = (n + chunks - 1) // chunks
+    for c in prange(chunks):
+        acc = partial[c]
+        for i in range(c * step, min(n, (c + 1) * step)):
             row = dy[i]
-            for j in range(j0, j1):
-                db[j] += row[j]
+            for j in range(m):
+                acc[j] += row[j]
+    for j in range(m):
+        db[j] = partial[0, j]
+    for c in range(1, chunks):
+        for j in range(m):
+            db[j] += partial[c, j]

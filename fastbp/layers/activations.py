@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _validate as v
+from ..backend import zero_bias
 from ..kernels import IDENTITY, RELU, SIGMOID, TANH
 from .base import Layer
 
@@ -19,20 +20,19 @@ class _Elementwise(Layer):
     def __init__(self, dtype=np.float32, backend="numba"):
         super().__init__(dtype, backend)
         self._y = None
-        self._empty = np.empty(0, self.dtype)
 
     def forward(self, x):
         """``x`` (batch, m) -> ``y`` (batch, m), a reused buffer."""
         x = v.batch(x, "x", dtype=self.dtype)
         y = self._buf("y", x.shape)
         np.copyto(y, x)
-        self._k.bias_act(y, self._empty, self._code)
+        self._k.bias_act(y, zero_bias(x.shape[1], self.dtype), self._code)
         self._y = y
         return y
 
     def infer(self, x):
         y = np.array(x, dtype=self.dtype, copy=True)
-        self._k.bias_act(y, self._empty, self._code)
+        self._k.bias_act(y, zero_bias(x.shape[1], self.dtype), self._code)
         return y
 
     def backward(self, dy=None, *, need_dx=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _validate as v
-from ..backend import activation_code
+from ..backend import activation_code, zero_bias
 from ..parameter import Parameter
 from .base import Layer
 
@@ -60,12 +60,11 @@ class Linear(Layer):
             w = rng.uniform(-lim, lim, shape)
         self.W = Parameter(w.astype(self.dtype), "W")
         self.b = Parameter(np.zeros(self.out_features, self.dtype), "b") if bias else None
-        self._no_bias = np.empty(0, self.dtype)
         self._x = None
         self._y = None
 
     def _bias(self):
-        return self.b.data if self.b is not None else self._no_bias
+        return self.b.data if self.b is not None else zero_bias(self.out_features, self.dtype)
 
     def forward(self, x):
         """``x`` (batch, in_features) -> ``y`` (batch, out_features), a reused buffer."""

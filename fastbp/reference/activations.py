@@ -14,8 +14,7 @@ def _sigmoid(x, out):
 
 
 def bias_act(y, b, act):
-    if b.shape[0]:
-        y += b
+    y += b
     if act == RELU:
         np.maximum(y, 0, out=y)
     elif act == SIGMOID:

@@ -1,0 +1,6 @@
+"""Benchmark building blocks: problems, the numpy baseline, the BLAS floor, interleaved timing."""
+
+from .mlp import BlasFloor, FastbpStep, NumpyMLP, make_problem
+from .timing import interleaved
+
+__all__ = ["make_problem", "FastbpStep", "NumpyMLP", "BlasFloor", "interleaved"]

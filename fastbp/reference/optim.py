@@ -1,0 +1,28 @@
+"""numpy twins of :mod:`fastbp.kernels.optim`, written the idiomatic numpy way."""
+
+import numpy as np
+
+
+def sgd(w, g, buf, lr, momentum, weight_decay, nesterov):
+    d = g + weight_decay * w
+    if buf.shape[0]:
+        buf *= momentum
+        buf += d
+        d = d + momentum * buf if nesterov else buf
+    w -= lr * d
+
+
+def adam(w, g, m, v, step_size, inv_sqrt_bc2, eps, beta1, beta2, weight_decay, decay):
+    w *= decay
+    d = g + weight_decay * w
+    m[...] = beta1 * m + (1 - beta1) * d
+    v[...] = beta2 * v + (1 - beta2) * d * d
+    w -= step_size * m / (np.sqrt(v) * inv_sqrt_bc2 + eps)
+
+
+def sum_squares(g):
+    return float(np.dot(g, g))
+
+
+def scale_(g, factor):
+    g *= factor

@@ -1,0 +1,208 @@
+"""Every kernel against its numpy twin: float32 and float64, edge shapes, both compiled versions."""
+
+import re
+
+import numpy as np
+import pytest
+
+from fastbp import kernels as K
+from fastbp import reference as R
+from fastbp.kernels import IDENTITY, RELU, SIGMOID, TANH
+
+from conftest import DTYPES, SHAPES, tol
+
+VERSIONS = ["serial", "parallel"]
+
+
+def run(name, version, *args):
+    """Run kernel ``name`` in the chosen compiled version, and its twin, on copies of ``args``."""
+    a = [x.copy() if isinstance(x, np.ndarray) else x for x in args]
+    b = [x.copy() if isinstance(x, np.ndarray) else x for x in args]
+    ra = getattr(getattr(K, name), version)(*a)
+    rb = getattr(R, name)(*b)
+    return (ra, a), (rb, b)
+
+
+def assert_same(pair, dtype, check_return=True):
+    (ra, a), (rb, b) = pair
+    for x, y in zip(a, b):
+        if isinstance(x, np.ndarray):
+            assert x.dtype == y.dtype
+            np.testing.assert_allclose(x, y, **tol(dtype))
+    if check_return and ra is not None:
+        np.testing.assert_allclose(ra, rb, rtol=1e-5 if dtype == np.float32 else 1e-11)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("act", [IDENTITY, RELU, SIGMOID, TANH])
+def test_bias_act(rng, shape, dtype, version, act):
+    y = (rng.standard_normal(shape) * 3).astype(dtype)
+    b = rng.standard_normal(shape[1]).astype(dtype)
+    assert_same(run("bias_act", version, y, b, act), dtype)
+    assert_same(run("bias_act", version, y, np.zeros(shape[1], dtype), act), dtype)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("act", [IDENTITY, RELU, SIGMOID, TANH])
+def test_act_backward(rng, shape, dtype, version, act):
+    dy = rng.standard_normal(shape).astype(dtype)
+    y = rng.standard_normal(shape).astype(dtype)
+    if act == SIGMOID:
+        y = rng.random(shape).astype(dtype)
+    assert_same(run("act_backward", version, dy, y, act, np.empty(shape, dtype)), dtype)
+
+
+def test_act_backward_in_place(rng):
+    dy = rng.standard_normal((4, 9)).astype(np.float32)
+    y = rng.random((4, 9)).astype(np.float32)
+    expected = dy * y * (1 - y)
+    K.act_backward(dy, y, SIGMOID, dy)
+    np.testing.assert_allclose(dy, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_softmax(rng, shape, dtype, version):
+    x = (rng.standard_normal(shape) * 5).astype(dtype)
+    assert_same(run("softmax_forward", version, x, np.empty(shape, dtype)), dtype)
+    y = R.softmax_forward(x, out := np.empty(shape, dtype)) or out
+    dy = rng.standard_normal(shape).astype(dtype)
+    assert_same(run("softmax_backward", version, dy, y, np.empty(shape, dtype)), dtype)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES + [(1024, 257), (3, 64), (2, 65)])
+def test_bias_grad(rng, shape, dtype, version):
+    dy = rng.standard_normal(shape).astype(dtype)
+    pair = run("bias_grad", version, dy, np.full(shape[1], np.nan, dtype))  # stale contents must be overwritten
+    (_, a), (_, b) = pair
+    rtol = 1e-4 if dtype == np.float32 else 1e-12  # float32 sums of up to 1024 terms, numpy sums pairwise
+    np.testing.assert_allclose(a[1], b[1], rtol=rtol, atol=rtol * np.sqrt(shape[0]))
+    assert a[1].dtype == dtype
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_softmax_xent_labels(rng, shape, dtype, version, weighted, smoothing):
+    n, k = shape
+    z = (rng.standard_normal(shape) * 4).astype(dtype)
+    labels = rng.integers(0, k, n)
+    w = rng.random(k).astype(dtype) + 0.1 if weighted else np.empty(0, dtype)
+    t = np.dtype(dtype).type
+    pair = run("softmax_xent_labels", version, z, labels, w, t(smoothing), t(1 / n),
+               np.empty(shape, dtype), np.empty(n, dtype))
+    assert_same(pair, dtype)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_softmax_xent_probs(rng, shape, dtype, version, weighted):
+    n, k = shape
+    z = (rng.standard_normal(shape) * 4).astype(dtype)
+    q = rng.random(shape).astype(dtype)
+    q /= q.sum(axis=1, keepdims=True)
+    w = rng.random(k).astype(dtype) + 0.1 if weighted else np.empty(0, dtype)
+    t = np.dtype(dtype).type
+    pair = run("softmax_xent_probs", version, z, q, w, t(0.1), t(1 / n), np.empty(shape, dtype), np.empty(n, dtype))
+    assert_same(pair, dtype)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_xent(rng, shape, dtype, version):
+    n, k = shape
+    x = rng.random(shape).astype(dtype)
+    x[0, 0] = 0  # clamped at eps
+    labels = rng.integers(0, k, n)
+    t = np.dtype(dtype).type
+    assert_same(run("xent_labels", version, x, labels, t(1e-7), t(1 / n), np.empty(shape, dtype), np.empty(n, dtype)),
+                dtype)
+    q = rng.random(shape).astype(dtype)
+    assert_same(run("xent_probs", version, x, q, t(1e-7), t(1 / n), np.empty(shape, dtype), np.empty(n, dtype)),
+                dtype)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("elementwise", [False, True])
+def test_mse_and_bce(rng, shape, dtype, version, elementwise):
+    p = rng.standard_normal(shape).astype(dtype)
+    y = rng.random(shape).astype(dtype)
+    t = np.dtype(dtype).type
+    elems = np.empty(shape if elementwise else (0, 0), dtype)
+    assert_same(run("mse", version, p, y, t(0.5), t(1.0), np.empty(shape, dtype), elems), dtype)
+    z = (rng.standard_normal(shape) * 30).astype(dtype)
+    assert_same(run("bce_logits", version, z, y, t(0.25), np.empty(shape, dtype), elems), dtype)
+
+
+@pytest.mark.parametrize("name,args", [
+    ("bias_act", lambda a: (a, a[0], SIGMOID)),
+    ("act_backward", lambda a: (a, a, TANH, a.copy())),
+    ("softmax_forward", lambda a: (a, a.copy())),
+    ("softmax_backward", lambda a: (a, a, a.copy())),
+    ("bias_grad", lambda a: (a, a[0].copy())),
+    ("softmax_xent_probs", lambda a: (a, a, a[0], np.float32(0.1), np.float32(0.5), a.copy(), a[0].copy())),
+    ("softmax_xent_labels", lambda a: (a, np.zeros(4, np.int64), a[0], np.float32(0.1), np.float32(0.5), a.copy(),
+                                       a[:, 0].copy())),
+    ("mse", lambda a: (a, a, np.float32(0.5), np.float32(1), a.copy(), a.copy())),
+    ("bce_logits", lambda a: (a, a * 0.5, np.float32(1), a.copy(), a.copy())),
+])
+def test_kernels_keep_float32_inside(name, args):
+    """No array value is promoted to double inside a float32 kernel (PERF-NOTES: 5-10x slower loops)."""
+    import numba
+
+    from fastbp.threads import JIT_OPTIONS
+
+    # Inspection is disabled for cached code, so compile an uncached copy with the same options.
+    fn = numba.njit(**{**JIT_OPTIONS, "cache": False})(getattr(K, name).py_func)
+    a = np.ones((4, 8), np.float32)
+    fn(*args(a))
+    ir = fn.inspect_llvm(fn.signatures[0])
+    # The one float->double conversion allowed is a row loss added to the float64
+    # ``total`` scalar (once per row, for an accurate reported loss).
+    promoted = re.findall(r"(%[\w.]+) = fpext float", ir)
+    for var in promoted:
+        uses = [line for line in ir.splitlines() if re.search(re.escape(var) + r"\b", line) and "fpext" not in line]
+        assert uses and all("%total" in line for line in uses), f"{name}: float32 values promoted to double: {uses[:3]}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_extreme_logits_stay_finite(dtype):
+    z = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4]], dtype)
+    y = np.empty_like(z)
+    K.softmax_forward(z, y)
+    assert np.isfinite(y).all()
+    np.testing.assert_allclose(y[0], [1, 0, 0])
+    np.testing.assert_allclose(y[1], [1 / 3] * 3, rtol=1e-6)
+    s = z.copy()
+    K.bias_act(s, np.zeros(3, dtype), SIGMOID)
+    assert np.isfinite(s).all()
+    np.testing.assert_allclose(s[0], [1, 0, 0.5])
+    g = np.empty_like(z)
+    rows = np.empty(2, dtype)
+    t = np.dtype(dtype).type
+    total = K.softmax_xent_labels(z, np.array([1, 2]), np.empty(0, dtype), t(0), t(0.5), g, rows)
+    assert np.isfinite(total) and np.isfinite(g).all()
+    np.testing.assert_allclose(rows, [2e4, np.log(3)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_propagates(dtype):
+    y = np.array([[np.nan, 1.0, -1.0]], dtype)
+    for act in (IDENTITY, RELU, SIGMOID, TANH):
+        a = y.copy()
+        K.bias_act(a, np.zeros(3, dtype), act)
+        assert np.isnan(a[0, 0]) and np.isfinite(a[0, 1:]).all()

@@ -1,0 +1,132 @@
+"""Thread control and concurrency: two models trained at once equal the same runs one at a time."""
+
+import threading
+
+import numba
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import kernels as K
+from fastbp import threads
+
+
+def train(seed, steps=15, batch=64):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, 30)).astype(np.float32)
+    t = rng.integers(0, 5, batch)
+    model = fastbp.Sequential(fastbp.Linear(30, 64, activation="relu", seed=seed),
+                              fastbp.Linear(64, 5, seed=seed + 1))
+    loss_fn = fastbp.SoftmaxCrossEntropy()
+    losses = []
+    for _ in range(steps):
+        losses.append(loss_fn(model(x), t))
+        model.backward(loss_fn.backward(), input_grad=False)
+        for p in model.parameters():
+            p.data -= np.float32(0.1) * p.grad
+    return losses, [p.data.copy() for p in model.parameters()]
+
+
+def run_concurrently(fn, args):
+    results = [None] * len(args)
+    errors = []
+
+    def work(i):
+        try:
+            results[i] = fn(*args[i])
+        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+            errors.append(e)
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(len(args))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def assert_same_runs(a, b):
+    for (la, pa), (lb, pb) in zip(a, b):
+        np.testing.assert_allclose(la, lb, rtol=1e-6)
+        for x, y in zip(pa, pb):
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("force_parallel", [False, True])
+def test_two_models_in_two_threads_match_sequential(force_parallel, monkeypatch):
+    if force_parallel:
+        monkeypatch.setattr(threads._state, "parallel_min_work", 0)  # every kernel launches numba threads
+    seq = [train(1), train(2)]
+    conc = run_concurrently(train, [(1,), (2,)])
+    assert_same_runs(seq, conc)
+
+
+def test_threadsafe_layer_chosen_for_parallel_kernels():
+    info = fastbp.threading_info()
+    if info["parallel_kernels"]:
+        assert info["numba_threading_layer"] in ("omp", "tbb")  # never workqueue: not thread-safe
+
+
+def test_concurrent_predict_with_one_model():
+    rng = np.random.default_rng(0)
+    model = fastbp.Sequential(fastbp.Linear(20, 32, activation="tanh", seed=0), fastbp.Linear(32, 4, seed=1))
+    xs = [rng.standard_normal((500, 20)).astype(np.float32) for _ in range(4)]
+    expected = [model.predict(x, batch_size=64) for x in xs]
+    got = run_concurrently(lambda x: model.predict(x, batch_size=64), [(x,) for x in xs])
+    for e, g in zip(expected, got):
+        np.testing.assert_array_equal(e, g)
+
+
+def test_set_num_threads_reaches_numba_and_blas():
+    from threadpoolctl import threadpool_info
+
+    before = fastbp.get_num_threads()
+    try:
+        fastbp.set_num_threads(1)
+        assert fastbp.get_num_threads() == 1
+        assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
+        assert not threads.use_parallel(1 << 40)  # one thread: kernels run serially
+        r1 = train(3)
+        fastbp.set_num_threads(before)
+        assert all(p["num_threads"] == before for p in threadpool_info() if p["user_api"] == "blas")
+        assert_same_runs([r1], [train(3)])
+    finally:
+        fastbp.set_num_threads(before)
+
+
+def test_numba_thread_count_follows_into_other_threads(monkeypatch):
+    """numba's thread count is per calling thread; fastbp's setting must win in whichever thread calls."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs at least 2 numba threads")  # a machine fact
+    monkeypatch.setattr(threads._state, "parallel_min_work", 0)
+    monkeypatch.setattr(threads._state, "n_threads", 2)
+    seen = []
+
+    def work():
+        numba.set_num_threads(1)  # a stale per-thread value, as a worker pool may leave
+        assert threads.use_parallel(10)
+        seen.append(numba.get_num_threads())
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert seen == [2]
+
+
+@pytest.mark.parametrize("n,err", [(0, ValueError), (10 ** 6, ValueError), (1.5, TypeError), (True, TypeError)])
+def test_set_num_threads_rejects_bad_values(n, err):
+    with pytest.raises(err, match="n must be"):
+        fastbp.set_num_threads(n)
+
+
+def test_parallel_and_serial_dispatch_give_same_results(monkeypatch):
+    rng = np.random.default_rng(1)
+    dy = rng.standard_normal((300, 129)).astype(np.float32)
+    db_serial = np.empty(129, np.float32)
+    K.bias_grad.serial(dy, db_serial)
+    monkeypatch.setattr(threads._state, "parallel_min_work", 0)
+    db = np.empty(129, np.float32)
+    K.bias_grad(dy, db)
+    np.testing.assert_array_equal(db, db_serial)  # column blocks: same order of additions per column
