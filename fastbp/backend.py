@@ -29,6 +29,11 @@ def zero_bias(width: int, dtype) -> np.ndarray:
     return np.zeros(width, dtype)
 
 
+def bias_scratch(width: int, dtype) -> np.ndarray:
+    """Workspace for :func:`fastbp.kernels.bias_grad`: (CHUNKS, width)."""
+    return np.empty((kernels.linear.CHUNKS, width), dtype)
+
+
 def activation_code(name) -> int:
     if name not in ACTIVATIONS:
         opts = ", ".join(repr(k) for k in ACTIVATIONS)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validate as v
-from .backend import activation_code, get, zero_bias
+from .backend import activation_code, bias_scratch, get, zero_bias
 from .losses import bce_with_logits, cross_entropy, mse_loss, softmax_cross_entropy
 
 __all__ = [
@@ -81,7 +81,7 @@ def bias_grad(dy, *, out=None, backend="numba"):
     mod = get(backend)
     dy = v.batch(dy, "dy")
     db = _out(out, "out", (dy.shape[1],), dy.dtype)
-    mod.bias_grad(dy, db)
+    mod.bias_grad(dy, db, bias_scratch(dy.shape[1], dy.dtype))
     return db
 
 
@@ -112,7 +112,7 @@ def linear_backward(dy, x, W, *, bias=True, backend="numba"):
     db = None
     if bias:
         db = np.empty(dy.shape[1], dy.dtype)
-        mod.bias_grad(dy, db)
+        mod.bias_grad(dy, db, bias_scratch(dy.shape[1], dy.dtype))
     return dx, dW, db
 
 
@@ -228,9 +228,9 @@ def matmul_backward(A, B, G=None, *, backend="numba"):
         ones = np.ones((m, n), A.dtype)
         return np.matmul(ones, B.T), np.matmul(A.T, ones)
     row = np.empty(B.shape[0], A.dtype)
-    mod.bias_grad(np.ascontiguousarray(B.T), row)  # B.sum(axis=1)
+    mod.bias_grad(np.ascontiguousarray(B.T), row, bias_scratch(B.shape[0], A.dtype))  # B.sum(axis=1)
     col = np.empty(A.shape[1], A.dtype)
-    mod.bias_grad(np.ascontiguousarray(A), col)  # A.sum(axis=0)
+    mod.bias_grad(np.ascontiguousarray(A), col, bias_scratch(A.shape[1], A.dtype))  # A.sum(axis=0)
     return np.broadcast_to(row, (m, B.shape[0])).copy(), np.broadcast_to(col[:, None], (A.shape[1], n)).copy()
 
 

@@ -80,7 +80,8 @@ def test_softmax(rng, shape, dtype, version):
 @pytest.mark.parametrize("shape", SHAPES + [(1024, 257), (3, 64), (2, 65)])
 def test_bias_grad(rng, shape, dtype, version):
     dy = rng.standard_normal(shape).astype(dtype)
-    pair = run("bias_grad", version, dy, np.full(shape[1], np.nan, dtype))  # stale contents must be overwritten
+    scratch = np.full((8, shape[1]), np.nan, dtype)
+    pair = run("bias_grad", version, dy, np.full(shape[1], np.nan, dtype), scratch)  # stale contents overwritten
     (_, a), (_, b) = pair
     rtol = 1e-4 if dtype == np.float32 else 1e-12  # float32 sums of up to 1024 terms, numpy sums pairwise
     np.testing.assert_allclose(a[1], b[1], rtol=rtol, atol=rtol * np.sqrt(shape[0]))
@@ -153,7 +154,7 @@ def test_mse_and_bce(rng, shape, dtype, version, elementwise):
     ("act_backward", lambda a: (a, a, TANH, a.copy())),
     ("softmax_forward", lambda a: (a, a.copy())),
     ("softmax_backward", lambda a: (a, a, a.copy())),
-    ("bias_grad", lambda a: (a, a[0].copy())),
+    ("bias_grad", lambda a: (a, a[0].copy(), np.empty((8, 8), np.float32))),
     ("softmax_xent_probs", lambda a: (a, a, a[0], np.float32(0.1), np.float32(0.5), a.copy(), a[0].copy())),
     ("softmax_xent_labels", lambda a: (a, np.zeros(4, np.int64), a[0], np.float32(0.1), np.float32(0.5), a.copy(),
                                        a[:, 0].copy())),

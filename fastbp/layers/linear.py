@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _validate as v
-from ..backend import activation_code, zero_bias
+from ..backend import activation_code, bias_scratch, zero_bias
 from ..parameter import Parameter
 from .base import Layer
 
@@ -60,6 +60,7 @@ class Linear(Layer):
             w = rng.uniform(-lim, lim, shape)
         self.W = Parameter(w.astype(self.dtype), "W")
         self.b = Parameter(np.zeros(self.out_features, self.dtype), "b") if bias else None
+        self._scratch = bias_scratch(self.out_features, self.dtype) if bias else None
         self._x = None
         self._y = None
 
@@ -91,7 +92,7 @@ class Linear(Layer):
             dz = dy
         np.matmul(self._x.T, dz, out=self.W.grad)
         if self.b is not None:
-            self._k.bias_grad(dz, self.b.grad)
+            self._k.bias_grad(dz, self.b.grad, self._scratch)
         if not need_dx:
             return None
         dx = self._buf("dx", self._x.shape)
