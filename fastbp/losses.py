@@ -22,18 +22,19 @@ _NO_ELEMS = {np.dtype(np.float32): np.empty((0, 0), np.float32), np.dtype(np.flo
 
 
 class _Buffers:
-    """Gradient and per-row buffers reused while the shape and dtype stay the same."""
+    """Gradient and per-row buffers, one pair per (shape, dtype), reused across calls."""
 
     def __init__(self):
-        self.grad = None
-        self.rows = None
+        self._pairs = {}
 
     def get(self, shape, dtype, rows_shape):
-        if self.grad is None or self.grad.shape != shape or self.grad.dtype != dtype:
-            self.grad = np.empty(shape, dtype)
-        if self.rows is None or self.rows.shape != rows_shape or self.rows.dtype != dtype:
-            self.rows = np.empty(rows_shape, dtype)
-        return self.grad, self.rows
+        key = (shape, np.dtype(dtype), rows_shape)
+        pair = self._pairs.get(key)
+        if pair is None:
+            if len(self._pairs) >= 8:
+                self._pairs.clear()
+            pair = self._pairs[key] = (np.empty(shape, dtype), np.empty(rows_shape, dtype))
+        return pair
 
 
 def _targets(target, n, k, dtype, name="target"):

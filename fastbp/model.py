@@ -39,6 +39,7 @@ class Sequential:
             raise TypeError(f"layers: expected one dtype for all layers, got {sorted(str(d) for d in dtypes)}")
         self.layers = list(layers)
         self.dtype = layers[0].dtype
+        self.metadata: dict = {}  # saved with the model (class names, feature names ...)
 
     def forward(self, x):
         """``x`` (batch, in) -> output of the last layer (a buffer reused next step)."""

@@ -22,14 +22,19 @@ class Layer:
         self.dtype = v.as_dtype(dtype)
         self._k = get(backend)
         self.backend = backend
-        self._bufs: dict[str, np.ndarray] = {}
+        self._bufs: dict[tuple, np.ndarray] = {}
         self.training = True
 
     # -- buffers -----------------------------------------------------------
     def _buf(self, name: str, shape: tuple) -> np.ndarray:
-        b = self._bufs.get(name)
-        if b is None or b.shape != shape:
-            b = self._bufs[name] = np.empty(shape, self.dtype)
+        # One buffer per (name, shape): training alternates full batches with the
+        # last partial one, and neither should reallocate. Bounded for safety.
+        key = (name, shape)
+        b = self._bufs.get(key)
+        if b is None:
+            if len(self._bufs) >= 32:
+                self._bufs.clear()
+            b = self._bufs[key] = np.empty(shape, self.dtype)
         return b
 
     def _upstream(self, dy, y: np.ndarray | None) -> np.ndarray:
