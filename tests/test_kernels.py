@@ -9,7 +9,7 @@ from fastbp import kernels as K
 from fastbp import reference as R
 from fastbp.kernels import IDENTITY, RELU, SIGMOID, TANH
 
-from conftest import DTYPES, SHAPES, tol
+from _helpers import DTYPES, SHAPES, tol
 
 VERSIONS = ["serial", "parallel"]
 

@@ -9,7 +9,7 @@ from hypothesis.extra import numpy as hnp
 import fastbp
 from fastbp import ops
 
-from conftest import DTYPES
+from _helpers import DTYPES
 
 
 def mlp(dtype=np.float32, backend="numba"):

@@ -11,7 +11,7 @@ from fastbp import reference as R
 from fastbp.optim import SGD, Adam, AdamW, clip_grad_norm
 from fastbp.schedules import ConstantLR, CosineLR, ReduceLROnPlateau, StepLR
 
-from conftest import DTYPES, tol
+from _helpers import DTYPES, tol
 
 
 @pytest.mark.parametrize("version", ["serial", "parallel"])

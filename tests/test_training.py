@@ -114,6 +114,7 @@ def test_callback_stops_and_schedule_steps(data):
     assert h.epochs == 3 and h.lr == [0.1, 0.05, 0.025]
 
 
+@pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")  # numpy warns about the inf/NaN we feed
 def test_non_finite_loss_stops_with_location_and_finite_model(data):
     X, y = data
     X = X[:100].copy()
@@ -131,6 +132,7 @@ def test_non_finite_loss_stops_with_location_and_finite_model(data):
         np.testing.assert_array_equal(a.data, b.data)  # the state after the last finite batch
 
 
+@pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")  # numpy warns about the inf/NaN we feed
 def test_non_finite_parameters_roll_back_to_epoch_start(data):
     X, y = data
     model = small_model()

@@ -134,6 +134,7 @@ def test_sequential_checks():
         m.predict(np.ones((2, 2), np.float32), batch_size=0)
 
 
+@pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")  # numpy warns about the inf/NaN we feed
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 def test_nan_and_inf_inputs_propagate_not_crash(backend):
     """NaN/inf in inputs are not an error: they propagate to the outputs, as in numpy and PyTorch."""

@@ -1,0 +1,25 @@
+"""The README's Python example runs as written."""
+
+import pathlib
+import re
+
+import pytest
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    block = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    ns = {}
+    exec(compile(block, "README.md", "exec"), ns)
+    assert ns["proba"].shape == (359, 10)
+    assert (tmp_path / "digits.npz").exists()
+    assert ns["history"].epochs == 40
+
+
+def test_readme_has_the_ci_test_command():
+    text = README.read_text()
+    cmd = re.search(r"<!-- ci:test-command -->\n```bash\n(.*)\n```", text).group(1)
+    assert "pytest" in cmd and ".[test,sklearn,torch]" in cmd
