@@ -128,6 +128,14 @@ def activation(x, name, *, out=None, backend="numba"):
     return y
 
 
+def _upstream_and_output(dy, y):
+    y = v.batch(y, "y")
+    dy = v.batch(dy, "dy")
+    v.same_dtype("y", y, "dy", dy)
+    v.same_shape("y", y, "dy", dy)
+    return dy, y
+
+
 def activation_backward(dy, y, name, *, out=None, backend="numba"):
     """``dx`` from the upstream ``dy`` and the forward output ``y``, both (batch, m).
 
@@ -136,10 +144,7 @@ def activation_backward(dy, y, name, *, out=None, backend="numba"):
     """
     mod = get(backend)
     code = activation_code(name)
-    y = v.batch(y, "y")
-    dy = v.batch(dy, "dy")
-    v.same_dtype("y", y, "dy", dy)
-    v.same_shape("y", y, "dy", dy)
+    dy, y = _upstream_and_output(dy, y)
     dx = _out(out, "out", y.shape, y.dtype)
     mod.act_backward(dy, y, code, dx)
     return dx
@@ -187,10 +192,7 @@ def softmax(x, *, out=None, backend="numba"):
 def softmax_backward(dy, y, *, out=None, backend="numba"):
     """Softmax Jacobian-vector product per row: ``dx = y * (dy - sum(dy * y))`` (seed 003)."""
     mod = get(backend)
-    y = v.batch(y, "y")
-    dy = v.batch(dy, "dy")
-    v.same_dtype("y", y, "dy", dy)
-    v.same_shape("y", y, "dy", dy)
+    dy, y = _upstream_and_output(dy, y)
     dx = _out(out, "out", y.shape, y.dtype)
     mod.softmax_backward(dy, y, dx)
     return dx

@@ -82,6 +82,8 @@ def act_backward(dy, y, act, dx):
 def softmax_forward(x, y):
     """Row-wise softmax of ``x`` (n, m) into ``y`` (may be ``x``); the row max is subtracted first."""
     n, m = x.shape
+    # The same max/exp/sum as kernels.losses._exp_shifted, written out here on
+    # purpose: numba's cache would not see edits to a helper in another file.
     for i in prange(n):
         xr = x[i]
         yr = y[i]

@@ -5,10 +5,28 @@ multiplied by ``scale`` (``1/N`` for a mean, 1 for a sum; the caller decides),
 and returns the unscaled sum of the losses as a float64 scalar.
 """
 
+import numba
 import numpy as np
 from numba import prange
 
-from ..threads import kernel
+from ..threads import JIT_OPTIONS, kernel
+
+
+# Kept in this file, next to its callers: numba's on-disk cache only notices
+# edits to a cached kernel's own file, not to helpers imported from elsewhere.
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _exp_shifted(zr, out):
+    """``out = exp(zr - max(zr))`` for one row; returns ``(max, sum(out))``."""
+    m = zr[0]
+    for j in range(1, zr.shape[0]):
+        if zr[j] > m:
+            m = zr[j]
+    s = zr.dtype.type(0.0)
+    for j in range(zr.shape[0]):
+        e = np.exp(zr[j] - m)
+        out[j] = e
+        s += e
+    return m, s
 
 
 @kernel
@@ -38,15 +56,7 @@ def softmax_xent_labels(z, labels, weights, smoothing, scale, grad, row_loss):
         zr = z[i]
         gr = grad[i]
         t = labels[i]
-        m = zr[0]
-        for j in range(1, k):
-            if zr[j] > m:
-                m = zr[j]
-        s = zero
-        for j in range(k):
-            e = np.exp(zr[j] - m)
-            gr[j] = e
-            s += e
+        m, s = _exp_shifted(zr, gr)
         inv_s = one / s
         w_t = weights[t] if weighted else one
         c_t = (one - smoothing) * w_t  # extra coefficient on the target class
@@ -88,15 +98,7 @@ def softmax_xent_probs(z, q, weights, smoothing, scale, grad, row_loss):
         zr = z[i]
         qr = q[i]
         gr = grad[i]
-        m = zr[0]
-        for j in range(1, k):
-            if zr[j] > m:
-                m = zr[j]
-        s = zero
-        for j in range(k):
-            e = np.exp(zr[j] - m)
-            gr[j] = e
-            s += e
+        m, s = _exp_shifted(zr, gr)
         inv_s = one / s
         big_c = zero
         acc = zero

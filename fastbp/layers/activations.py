@@ -14,25 +14,30 @@ from ..kernels import IDENTITY, RELU, SIGMOID, TANH
 from .base import Layer
 
 
-class _Elementwise(Layer):
-    _code = IDENTITY
+class _FromOutput(Layer):
+    """A layer ``y = f(x)`` whose backward needs only ``y``: subclasses give the two kernels."""
 
     def __init__(self, dtype=np.float32, backend="numba"):
         super().__init__(dtype, backend)
         self._y = None
 
+    def _forward(self, x, y):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _backward(self, dy, y, dx):  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def forward(self, x):
         """``x`` (batch, m) -> ``y`` (batch, m), a reused buffer."""
         x = v.batch(x, "x", dtype=self.dtype)
         y = self._buf("y", x.shape)
-        np.copyto(y, x)
-        self._k.bias_act(y, zero_bias(x.shape[1], self.dtype), self._code)
+        self._forward(x, y)
         self._y = y
         return y
 
     def infer(self, x):
-        y = np.array(x, dtype=self.dtype, copy=True)
-        self._k.bias_act(y, zero_bias(x.shape[1], self.dtype), self._code)
+        y = np.empty(x.shape, self.dtype)
+        self._forward(np.ascontiguousarray(x, dtype=self.dtype), y)
         return y
 
     def backward(self, dy=None, *, need_dx=True):
@@ -41,11 +46,22 @@ class _Elementwise(Layer):
         if not need_dx:
             return None
         dx = self._buf("dx", dy.shape)
-        self._k.act_backward(dy, self._y, self._code, dx)
+        self._backward(dy, self._y, dx)
         return dx
 
     def __repr__(self):
         return f"{type(self).__name__}()"
+
+
+class _Elementwise(_FromOutput):
+    _code = IDENTITY
+
+    def _forward(self, x, y):
+        np.copyto(y, x)
+        self._k.bias_act(y, zero_bias(x.shape[1], self.dtype), self._code)
+
+    def _backward(self, dy, y, dx):
+        self._k.act_backward(dy, y, self._code, dx)
 
 
 class ReLU(_Elementwise):
@@ -64,6 +80,20 @@ class Tanh(_Elementwise):
     """``tanh(x)``; backward ``dy * (1 - y**2)``."""
 
     _code = TANH
+
+
+class Softmax(_FromOutput):
+    """Row-wise softmax; backward is the Jacobian-vector product ``y * (dy - sum(dy * y))`` (seed 003).
+
+    To train a classifier, prefer raw logits with :class:`~fastbp.SoftmaxCrossEntropy`:
+    the fused gradient is cheaper and more accurate than Softmax + CrossEntropy.
+    """
+
+    def _forward(self, x, y):
+        self._k.softmax_forward(x, y)
+
+    def _backward(self, dy, y, dx):
+        self._k.softmax_backward(dy, y, dx)
 
 
 class Identity(Layer):
@@ -86,38 +116,3 @@ class Identity(Layer):
 
     def __repr__(self):
         return "Identity()"
-
-
-class Softmax(Layer):
-    """Row-wise softmax; backward is the Jacobian-vector product ``y * (dy - sum(dy * y))`` (seed 003).
-
-    To train a classifier, prefer raw logits with :class:`~fastbp.SoftmaxCrossEntropy`:
-    the fused gradient is cheaper and more accurate than Softmax + CrossEntropy.
-    """
-
-    def __init__(self, dtype=np.float32, backend="numba"):
-        super().__init__(dtype, backend)
-        self._y = None
-
-    def forward(self, x):
-        x = v.batch(x, "x", dtype=self.dtype)
-        y = self._buf("y", x.shape)
-        self._k.softmax_forward(x, y)
-        self._y = y
-        return y
-
-    def infer(self, x):
-        y = np.empty_like(x)
-        self._k.softmax_forward(x, y)
-        return y
-
-    def backward(self, dy=None, *, need_dx=True):
-        dy = self._upstream(dy, self._y)
-        if not need_dx:
-            return None
-        dx = self._buf("dx", dy.shape)
-        self._k.softmax_backward(dy, self._y, dx)
-        return dx
-
-    def __repr__(self):
-        return "Softmax()"
