@@ -132,23 +132,20 @@ def load(path, *, with_optimizer: bool = False, backend: str = "numba"):
         raise _bad(path, "not a fastbp model file (not an .npz archive)" if head else "empty file")
     try:
         with np.load(path, allow_pickle=False) as data:
-            files = set(data.files)
-            if _MARKER not in files or _META not in files:
-                raise _bad(path, f"not a fastbp model file (no {_MARKER!r} entry)")
-            version = int(data[_MARKER])
-            if version > FORMAT:
-                raise _bad(path, f"written by a newer fastbp (file format {version}; this fastbp reads up to "
-                                 f"{FORMAT}). Upgrade fastbp to read it.")
-            meta = json.loads(str(data[_META]))
-            arrays = {k: data[k] for k in files if k.startswith(("param/", "opt/"))}
-    except FileNotFoundError:
-        raise
-    except ValueError as e:
-        if str(e).startswith(path):
-            raise
-        raise _bad(path, f"not a readable fastbp model file (corrupted?): {e}") from e
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError, json.JSONDecodeError) as e:
+            entries = {k: data[k] for k in data.files}
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as e:
         raise _bad(path, f"not a readable fastbp model file (truncated or corrupted?): {e}") from e
+    if _MARKER not in entries or _META not in entries:
+        raise _bad(path, f"not a fastbp model file (no {_MARKER!r} entry)")
+    version = int(entries[_MARKER])
+    if version > FORMAT:
+        raise _bad(path, f"written by a newer fastbp (file format {version}; this fastbp reads up to "
+                         f"{FORMAT}). Upgrade fastbp to read it.")
+    try:
+        meta = json.loads(str(entries[_META]))
+    except json.JSONDecodeError as e:
+        raise _bad(path, f"corrupted metadata: {e}") from e
+    arrays = {k: a for k, a in entries.items() if k.startswith(("param/", "opt/"))}
     try:
         model = _rebuild(meta, backend)
         model.load_state_dict({k[len("param/"):]: a for k, a in arrays.items() if k.startswith("param/")})

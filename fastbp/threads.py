@@ -16,6 +16,7 @@ reproduced by ``python benchmarks/threading_report.py``.
 
 from __future__ import annotations
 
+import numbers
 import os
 import threading
 
@@ -38,13 +39,24 @@ DEFAULT_PARALLEL_MIN_WORK = 1 << 22
 _THREADSAFE_LAYERS = ("omp", "tbb")
 
 
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}: expected a non-negative integer, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"{name}: expected a non-negative integer, got {raw!r}")
+    return value
+
+
 class _State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.n_threads = max(1, int(numba.config.NUMBA_NUM_THREADS))
-        self.parallel_min_work = int(
-            os.environ.get("FASTBP_PARALLEL_MIN_WORK", DEFAULT_PARALLEL_MIN_WORK)
-        )
+        self.parallel_min_work = _env_int("FASTBP_PARALLEL_MIN_WORK", DEFAULT_PARALLEL_MIN_WORK)
         self.layer: str | None = None  # resolved lazily at the first parallel launch
         self.parallel_ok: bool | None = None
         self.blas = None  # threadpoolctl controller, created on first use
@@ -148,7 +160,7 @@ def set_num_threads(n: int) -> None:
         default). BLAS libraries loaded in the process (numpy's OpenBLAS, and any
         other that threadpoolctl finds) are limited to ``n`` too.
     """
-    if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
     n = int(n)
     hi = int(numba.config.NUMBA_NUM_THREADS)

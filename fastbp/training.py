@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import signal
 import sys
@@ -112,9 +113,8 @@ def evaluate(model: Sequential, X, y, *, loss: Loss, batch_size: int = 4096) -> 
     """
     batch_size = v.positive_int(batch_size, "batch_size")
     X, y = _check_xy(model, X, y, loss)
-    # A private loss of the same kind keeps the caller's loss buffers untouched.
-    probe = type(loss).__new__(type(loss))
-    probe.__dict__.update(loss.__dict__)
+    # A private copy summing over each batch keeps the caller's loss and its buffers untouched.
+    probe = copy.copy(loss)
     probe.reduction = "sum"
     probe._bufs = type(loss._bufs)()
     total, correct, n = 0.0, 0, X.shape[0]

@@ -130,3 +130,14 @@ def test_parallel_and_serial_dispatch_give_same_results(monkeypatch):
     db = np.empty(129, np.float32)
     K.bias_grad(dy, db, np.empty((8, 129), np.float32))
     np.testing.assert_array_equal(db, db_serial)  # column blocks: same order of additions per column
+
+
+def test_bad_parallel_threshold_env_is_a_clear_error():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FASTBP_PARALLEL_MIN_WORK="lots")
+    r = subprocess.run([sys.executable, "-c", "import fastbp"], env=env, capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "FASTBP_PARALLEL_MIN_WORK: expected a non-negative integer, got 'lots'" in r.stderr
