@@ -30,7 +30,11 @@ def assert_same(pair, dtype, check_return=True):
             assert x.dtype == y.dtype
             np.testing.assert_allclose(x, y, **tol(dtype))
     if check_return and ra is not None:
-        np.testing.assert_allclose(ra, rb, rtol=1e-5 if dtype == np.float32 else 1e-11)
+        # A returned total sums row losses; near-zero row losses are log(s) with s ~ 1, where one
+        # float32 ulp in s is ~1e-7 absolute: hence an absolute term per row for float32.
+        rows = next(x for x in a if isinstance(x, np.ndarray)).shape[0]
+        np.testing.assert_allclose(ra, rb, rtol=1e-5 if dtype == np.float32 else 1e-11,
+                                   atol=2e-7 * rows if dtype == np.float32 else 0)
 
 
 @pytest.mark.parametrize("version", VERSIONS)

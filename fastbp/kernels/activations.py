@@ -8,6 +8,7 @@ import numpy as np
 from numba import prange
 
 from ..threads import kernel
+from ._math import exp
 
 IDENTITY, RELU, SIGMOID, TANH = 0, 1, 2, 3
 
@@ -35,7 +36,7 @@ def bias_act(y, b, act):
             for j in range(m):
                 v = row[j] + b[j]
                 # exp of -|v| never overflows; e/(1+e) keeps precision for very negative v.
-                e = np.exp(-np.abs(v))
+                e = exp(-np.abs(v))
                 s = one / (one + e)
                 row[j] = s if v >= zero else e * s
     elif act == TANH:
@@ -93,7 +94,7 @@ def softmax_forward(x, y):
                 mx = xr[j]
         s = x.dtype.type(0.0)
         for j in range(m):
-            e = np.exp(xr[j] - mx)
+            e = exp(xr[j] - mx)
             yr[j] = e
             s += e
         inv = x.dtype.type(1.0) / s

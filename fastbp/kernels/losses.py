@@ -10,6 +10,7 @@ import numpy as np
 from numba import prange
 
 from ..threads import JIT_OPTIONS, kernel
+from ._math import exp
 
 
 # Kept in this file, next to its callers: numba's on-disk cache only notices
@@ -23,7 +24,7 @@ def _exp_shifted(zr, out):
             m = zr[j]
     s = zr.dtype.type(0.0)
     for j in range(zr.shape[0]):
-        e = np.exp(zr[j] - m)
+        e = exp(zr[j] - m)
         out[j] = e
         s += e
     return m, s
@@ -207,7 +208,7 @@ def bce_logits(z, y, gscale, grad, elem_loss):
         acc = zero
         for j in range(m):
             v = zr[j]
-            e = np.exp(-np.abs(v))
+            e = exp(-np.abs(v))
             li = max(v, zero) - v * yr[j] + np.log1p(e)
             sig = one / (one + e)
             if v < zero:

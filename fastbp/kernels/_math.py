@@ -1,0 +1,76 @@
+"""Elementwise math for the kernels: an ``exp`` that LLVM can vectorise.
+
+numba calls libm's scalar ``expf`` for ``np.exp`` (the PyPI llvmlite has no
+SVML), which made the fused softmax-cross-entropy slower than numpy's SIMD
+``exp``. :func:`exp` here is Cephes' ``expf`` (range reduction and a degree-6
+polynomial, within 2 ulp) with the ``2**n`` scale applied to the exponent bits, all
+plain arithmetic that vectorises. Results below float32's smallest normal
+are 0. float32 only; float64 keeps ``np.exp``.
+
+numba's on-disk cache does not notice edits to this file from kernels in other
+files: after changing it, delete the caches (``find fastbp -name '*.nb?' -delete``).
+"""
+
+import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic, overload
+
+
+@intrinsic
+def _f32_from_bits(typingctx, bits):
+    """Reinterpret the low 32 bits of an integer as a float32 (no work in machine code)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        low = builder.trunc(args[0], ir.IntType(32)) if bits.bitwidth > 32 else args[0]
+        return builder.bitcast(low, ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+@intrinsic
+def _bits_from_f32(typingctx, value):
+    """Reinterpret a float32 as an int32 (no work in machine code)."""
+    if value != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(types.float32), codegen
+
+
+def exp(x):
+    """``exp(x)``; inside numba kernels, the vectorisable version for float32."""
+    return np.exp(x)
+
+
+@overload(exp, inline="always")
+def _exp_overload(x):
+    if x != types.float32:
+        return lambda x: np.exp(x)
+
+    def impl(x):
+        f = np.float32
+        # Below lo the result is 0 (float32's normals end at exp(-87.3365)); above hi, inf.
+        lo, hi = f(-87.33), f(88.72283)
+        v = min(max(x, lo), hi)
+        k = np.floor(v * f(1.44269504088896341) + f(0.5))
+        r = v - k * f(0.693359375) + k * f(2.12194440e-4)  # v - k ln2, in two parts for precision
+        p = f(1.9875691500e-4)
+        p = p * r + f(1.3981999507e-3)
+        p = p * r + f(8.3334519073e-3)
+        p = p * r + f(4.1665795894e-2)
+        p = p * r + f(1.6666665459e-1)
+        p = p * r + f(5.0000001201e-1)
+        q = p * r * r + r + f(1.0)  # exp(r), |r| <= ln2 / 2
+        # Scale by 2**k by adding k to the exponent bits: an integer add, so fastmath's
+        # reassociation cannot turn it into an overflowing 2**128; q and the result stay normal.
+        y = _f32_from_bits(_bits_from_f32(q) + (np.int32(k) << 23))
+        y = f(0.0) if x < lo else y  # exp(-inf) == 0 exactly, as softmax masking needs
+        y = f(np.inf) if x > hi else y
+        return x if x != x else y  # NaN passes through
+
+    return impl

@@ -1,0 +1,42 @@
+"""The kernels' vectorisable float32 exp against numpy's."""
+
+import numba
+import numpy as np
+import pytest
+
+from fastbp.kernels._math import exp
+from fastbp.threads import JIT_OPTIONS
+
+
+@numba.njit(**{**JIT_OPTIONS, "cache": False})
+def _apply(x, out):
+    for i in range(x.shape[0]):
+        out[i] = exp(x[i])
+
+
+def run(x):
+    out = np.empty_like(x)
+    _apply(x, out)
+    return out
+
+
+def test_float32_exp_within_two_ulp_over_the_normal_range():
+    x = np.linspace(-87.33, 88.72, 3_000_001).astype(np.float32)
+    got = run(x).astype(np.float64)
+    ref = np.exp(x.astype(np.float64))
+    ulp = np.spacing(ref.astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(got - ref) / ulp) <= 2.0
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_float32_exp_special_values():
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 89.0, -88.0, -1e30, 1e30], np.float32)
+    got = run(x)
+    assert np.isnan(got[0])
+    np.testing.assert_array_equal(got[1:], [np.inf, 0.0, 1.0, 1.0, np.inf, 0.0, 0.0, np.inf])
+    assert got.dtype == np.float32
+
+
+def test_float64_uses_numpy_exp():
+    x = np.linspace(-700, 700, 10001)
+    np.testing.assert_array_equal(run(x), np.exp(x))
