@@ -1,4 +1,4 @@
-"""Command line: ``fastbp train``, ``fastbp predict``, ``fastbp info``."""
+"""Command line: ``fastbp train``, ``fastbp predict``, ``fastbp bench``, ``fastbp info``."""
 
 from __future__ import annotations
 
@@ -125,6 +125,14 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench.report import run
+
+    run(full=args.full, json_path=args.json, png_path=args.png, threads=args.threads,
+        sklearn=True if args.sklearn else None, cold=not args.no_cold_start)
+    return 0
+
+
 def cmd_info(args) -> int:
     import fastbp
 
@@ -163,6 +171,15 @@ def main(argv=None) -> int:
     pr.add_argument("--proba", action="store_true", help="also write class probabilities")
     pr.add_argument("--batch-size", type=int, default=4096)
     pr.set_defaults(func=cmd_predict)
+
+    be = sub.add_parser("bench", help="benchmark report: step times, GFLOP/s, ratios to numpy, PyTorch, BLAS floor")
+    be.add_argument("--full", action="store_true", help="both MLPs, batch 16-1024, float32 and float64, scikit-learn")
+    be.add_argument("--sklearn", action="store_true", help="include the scikit-learn epoch comparison")
+    be.add_argument("--no-cold-start", action="store_true", help="skip the cold-start measurement")
+    be.add_argument("--threads", type=int, help="threads for numba, BLAS and PyTorch (default: all cores)")
+    be.add_argument("--json", default="fastbp-bench.json", help="write results here (default fastbp-bench.json)")
+    be.add_argument("--png", default="fastbp-bench.png", help="chart of speed-up vs batch (needs matplotlib)")
+    be.set_defaults(func=cmd_bench)
 
     info = sub.add_parser("info", help="version and threading")
     info.set_defaults(func=cmd_info)

@@ -110,6 +110,33 @@ def use_parallel(work: int) -> bool:
     return True
 
 
+_cache_warned = []
+
+
+def jit(py_func, **options):
+    """``numba.njit`` with fastbp's options, falling back to no disk cache when there is nowhere to write one.
+
+    numba looks for a cache folder in ``NUMBA_CACHE_DIR``, then ``__pycache__``
+    beside the source, then the user-wide cache; with none writable,
+    ``cache=True`` raises at decoration time, which would make ``import fastbp``
+    fail. Kernels then compile in every process instead (one warning).
+    """
+    opts = {**JIT_OPTIONS, **options}
+    try:
+        return numba.njit(**opts)(py_func)
+    except RuntimeError as e:
+        if "cannot cache" not in str(e):
+            raise
+        if not _cache_warned:
+            _cache_warned.append(True)
+            import warnings
+
+            warnings.warn("fastbp: no writable numba cache folder (site-packages, ~/.cache or NUMBA_CACHE_DIR); "
+                          "kernels compile in every process. Set NUMBA_CACHE_DIR to a writable folder to cache them.",
+                          RuntimeWarning, stacklevel=3)
+        return numba.njit(**{**opts, "cache": False})(py_func)
+
+
 class Kernel:
     """A kernel compiled serially and with ``prange``.
 
@@ -121,8 +148,8 @@ class Kernel:
 
     def __init__(self, py_func):
         self.py_func = py_func
-        self.serial = numba.njit(**JIT_OPTIONS)(py_func)
-        self.parallel = numba.njit(parallel=True, **JIT_OPTIONS)(py_func)
+        self.serial = jit(py_func)
+        self.parallel = jit(py_func, parallel=True)
         self.__name__ = py_func.__name__
         self.__qualname__ = py_func.__qualname__
         self.__doc__ = py_func.__doc__

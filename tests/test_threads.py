@@ -141,3 +141,28 @@ def test_bad_parallel_threshold_env_is_a_clear_error():
     r = subprocess.run([sys.executable, "-c", "import fastbp"], env=env, capture_output=True, text=True)
     assert r.returncode != 0
     assert "FASTBP_PARALLEL_MIN_WORK: expected a non-negative integer, got 'lots'" in r.stderr
+
+
+def test_jit_falls_back_to_no_cache_when_numba_has_nowhere_to_write(monkeypatch):
+    """With no writable cache folder numba refuses cache=True at decoration; fastbp must still import and run."""
+    real_njit = numba.njit
+
+    def njit_without_cache_folder(*args, **kwargs):
+        if kwargs.get("cache"):
+            def deco(fn):
+                raise RuntimeError(f"cannot cache function {fn.__name__!r}: no locator available for file 'x.py'")
+            return deco
+        return real_njit(*args, **kwargs)
+
+    monkeypatch.setattr(threads.numba, "njit", njit_without_cache_folder)
+    monkeypatch.setattr(threads, "_cache_warned", [])
+
+    def double(a, out):
+        for i in range(a.shape[0]):
+            out[i] = 2 * a[i]
+
+    with pytest.warns(RuntimeWarning, match="no writable numba cache folder"):
+        k = threads.Kernel(double)
+    out = np.empty(3)
+    k(np.arange(3.0), out)
+    np.testing.assert_array_equal(out, [0, 2, 4])

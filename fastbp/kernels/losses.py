@@ -5,17 +5,15 @@ multiplied by ``scale`` (``1/N`` for a mean, 1 for a sum; the caller decides),
 and returns the unscaled sum of the losses as a float64 scalar.
 """
 
-import numba
 import numpy as np
 from numba import prange
 
-from ..threads import JIT_OPTIONS, kernel
+from ..threads import jit, kernel
 from ._math import exp
 
 
 # Kept in this file, next to its callers: numba's on-disk cache only notices
 # edits to a cached kernel's own file, not to helpers imported from elsewhere.
-@numba.njit(inline="always", **JIT_OPTIONS)
 def _exp_shifted(zr, out):
     """``out = exp(zr - max(zr))`` for one row; returns ``(max, sum(out))``."""
     m = zr[0]
@@ -28,6 +26,9 @@ def _exp_shifted(zr, out):
         out[j] = e
         s += e
     return m, s
+
+
+_exp_shifted = jit(_exp_shifted, inline="always")
 
 
 @kernel

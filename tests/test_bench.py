@@ -1,0 +1,72 @@
+"""The benchmark machinery: FLOP counts, worker processes taking turns, the report table, the chart."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastbp import cli
+from fastbp.bench import BlasFloor, FastbpStep, NumpyMLP, make_problem, step_flops
+from fastbp.bench.report import kernel_ratios, plot, print_step_table, step_table
+from fastbp.bench.runner import measure, torch_available
+
+TINY = [8, 16, 4]
+
+
+def test_step_flops_counts_forward_dw_and_dx_but_not_the_input_dx():
+    # sizes 3-4-5, batch 2: MACs 12 and 20; forward + dW for both, dx for the second only
+    assert step_flops([3, 4, 5], 2) == 2 * 2 * (2 * (12 + 20) + 20)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_baselines_run_the_same_algorithm(optimizer):
+    model, x, y = make_problem((20, 16, 3), batch=8, dtype=np.float64)
+    fb, npy = FastbpStep(model, x, y, optimizer, lr=0.01), NumpyMLP(model, x, y, optimizer, lr=0.01)
+    for _ in range(5):
+        np.testing.assert_allclose(fb.step(), npy.step(), rtol=1e-10)
+    for layer, W in zip(model.layers, npy.Ws):
+        np.testing.assert_allclose(layer.W.data, W, rtol=1e-9, atol=1e-12)
+    BlasFloor(model, x).step()
+
+
+def test_measure_takes_turns_in_worker_processes():
+    impls = ["fastbp", "numpy", "floor"] + (["torch"] if torch_available() else [])
+    cfg = dict(sizes=TINY, batch=4, optimizer="sgd", dtype="float32")
+    res = measure([cfg], impls, rounds=2, block=3, handover=0)
+    assert [r["impl"] for r in res] == impls
+    assert all(r["median"] > 0 and r["steps"] == 6 and r["warmup"] > 0 for r in res)
+
+
+def test_worker_reports_bad_requests():
+    spec = dict(impl="nope", sizes=TINY, batch=2, optimizer="sgd", dtype="float32", steps=1)
+    r = subprocess.run([sys.executable, "-m", "fastbp.bench.worker"], input=json.dumps(spec) + "\n",
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "impl: unknown 'nope'" in r.stderr
+
+
+def test_step_table_and_chart(tmp_path, capsys):
+    plan = dict(mlps=[TINY], batches=[2, 4], optimizers=["adam"], dtypes=["float32"], rounds=2, handover=0)
+    table = step_table(plan, log=lambda *a, **k: None)
+    assert [r["batch"] for r in table] == [2, 4]
+    for r in table:
+        assert r["mlp"] == "8-16-4" and r["speedup_vs_numpy"] > 0 and r["ratio_to_floor"] > 0 and r["gflops"] > 0
+        assert ("speedup_vs_torch" in r) == torch_available()
+    print_step_table(table)
+    assert "8-16-4" in capsys.readouterr().out
+    pytest.importorskip("matplotlib")
+    assert plot(table, tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_kernel_ratios_rows():
+    rows = kernel_ratios(rounds=2)
+    assert [tuple(r["shape"]) for r in rows] == [(256, 10), (1024, 1000)]
+    assert all(r["numba_us"] > 0 and r["numpy_us"] > 0 for r in rows)
+
+
+def test_bench_cli_help():
+    with pytest.raises(SystemExit) as e:
+        cli.main(["bench", "--help"])
+    assert e.value.code == 0
