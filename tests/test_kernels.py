@@ -211,3 +211,14 @@ def test_nan_propagates(dtype):
         a = y.copy()
         K.bias_act(a, np.zeros(3, dtype), act)
         assert np.isnan(a[0, 0]) and np.isfinite(a[0, 1:]).all()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_count_hits(rng, shape, dtype, version):
+    scores = rng.standard_normal(shape).astype(dtype)
+    scores[0, :] = 0  # ties: the first maximum counts, as numpy's argmax
+    labels = rng.integers(0, shape[1], shape[0])
+    labels[: shape[0] // 2] = scores[: shape[0] // 2].argmax(axis=1)  # make some hits certain
+    assert getattr(K.count_hits, version)(scores, labels) == R.count_hits(scores, labels)

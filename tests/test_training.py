@@ -9,7 +9,7 @@ import pytest
 
 import fastbp
 from fastbp import datasets
-from fastbp.training import _Batches, _backward_update, _forward_loss
+from fastbp.training import _Batches, _backward_update, _correct, _forward_loss
 
 
 def small_model(seed=0, dtype=np.float32, width=20, classes=3):
@@ -194,7 +194,8 @@ def test_training_step_allocates_nothing_after_warmup(optimizer):
         rng.shuffle(order)
         for start in range(0, 1000, 48):  # 20 full batches and a partial one of 40
             xb, yb = batches.gather(order[start:start + 48])
-            _forward_loss(model, loss, xb, yb)
+            out, _ = _forward_loss(model, loss, xb, yb)
+            _correct(out, yb, loss)  # fit counts accuracy every step
             _backward_update(model, loss, opt, params, 1.0)
 
     epoch()  # warm-up: buffers for both batch sizes, numba compilation

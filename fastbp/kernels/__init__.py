@@ -18,6 +18,7 @@ from .activations import (
 from .linear import bias_grad
 from .losses import (
     bce_logits,
+    count_hits,
     mse,
     softmax_xent_labels,
     softmax_xent_probs,
@@ -32,5 +33,5 @@ __all__ = [
     "bias_act", "act_backward", "softmax_forward", "softmax_backward",
     "bias_grad",
     "softmax_xent_labels", "softmax_xent_probs", "xent_labels", "xent_probs",
-    "mse", "bce_logits",
+    "mse", "bce_logits", "count_hits",
 ]

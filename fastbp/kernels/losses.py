@@ -220,3 +220,17 @@ def bce_logits(z, y, gscale, grad, elem_loss):
                 elem_loss[i, j] = li
         total += acc
     return total
+
+
+@kernel
+def count_hits(scores, labels):
+    """Rows of ``scores`` (n, k) whose first maximum is at ``labels[i]``: accuracy without temporaries."""
+    hits = 0
+    for i in prange(scores.shape[0]):
+        row = scores[i]
+        best = 0
+        for j in range(1, row.shape[0]):
+            if row[j] > row[best]:
+                best = j
+        hits += 1 if best == labels[i] else 0
+    return hits

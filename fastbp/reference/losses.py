@@ -69,3 +69,7 @@ def bce_logits(z, y, gscale, grad, elem_loss):
     if elem_loss.shape[0]:
         elem_loss[...] = li
     return float(li.sum(dtype=np.float64))
+
+
+def count_hits(scores, labels):
+    return int((scores.argmax(axis=1) == labels).sum())
