@@ -55,11 +55,11 @@ def serial_vs_parallel(label):
     for n in SIZES:
         args = _adam_args(n, rng)
 
-        def ser():
+        def ser(args=args):
             np.matmul(A, B, out=C)
             K.adam.serial(*args)
 
-        def par():
+        def par(args=args):
             np.matmul(A, B, out=C)
             K.adam.parallel(*args)
 

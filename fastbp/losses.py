@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validate as v
+from ._buffers import BufferPool
 from .backend import get
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -21,20 +22,11 @@ _NO_WEIGHTS = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float6
 _NO_ELEMS = {np.dtype(np.float32): np.empty((0, 0), np.float32), np.dtype(np.float64): np.empty((0, 0), np.float64)}
 
 
-class _Buffers:
-    """Gradient and per-row buffers, one pair per (shape, dtype), reused across calls."""
+class _Buffers(BufferPool):
+    """A loss's gradient and per-row (or per-element) loss buffers, reused across calls."""
 
-    def __init__(self):
-        self._pairs = {}
-
-    def get(self, shape, dtype, rows_shape):
-        key = (shape, np.dtype(dtype), rows_shape)
-        pair = self._pairs.get(key)
-        if pair is None:
-            if len(self._pairs) >= 8:
-                self._pairs.clear()
-            pair = self._pairs[key] = (np.empty(shape, dtype), np.empty(rows_shape, dtype))
-        return pair
+    def pair(self, shape, dtype, rows_shape):
+        return self.get("grad", shape, dtype), self.get("rows", rows_shape, dtype)
 
 
 def _targets(target, n, k, dtype, name="target"):
@@ -88,7 +80,7 @@ def softmax_cross_entropy(logits, target, *, weight=None, label_smoothing=0.0, r
         if norm <= 0:
             raise ValueError("weight: the targets' class weights sum to 0, so the mean is undefined")
         scale = 1.0 / norm
-    grad, rows = (_bufs or _Buffers()).get(z.shape, z.dtype, (n,))
+    grad, rows = (_bufs or _Buffers()).pair(z.shape, z.dtype, (n,))
     t = z.dtype.type
     if labels is not None:
         total = mod.softmax_xent_labels(z, labels, w, t(smoothing), t(scale), grad, rows)
@@ -124,7 +116,7 @@ def cross_entropy(probs, target, *, eps=None, reduction="mean", backend="numba",
     eps = v.fraction(eps, "eps", lo=0.0, hi=1.0)
     labels, q = _targets(target, n, k, x.dtype)
     scale = 1.0 / n if reduction == "mean" else 1.0
-    grad, rows = (_bufs or _Buffers()).get(x.shape, x.dtype, (n,))
+    grad, rows = (_bufs or _Buffers()).pair(x.shape, x.dtype, (n,))
     t = x.dtype.type
     if labels is not None:
         total = mod.xent_labels(x, labels, t(eps), t(scale), grad, rows)
@@ -161,7 +153,7 @@ def mse_loss(pred, target, *, reduction="mean", half=False, backend="numba", _bu
     v.choice(reduction, "reduction", REDUCTIONS)
     p, t = _pair(pred, target, "pred", "target")
     c = (0.5 if half else 1.0) / (p.size if reduction == "mean" else 1)
-    grad, elems = (_bufs or _Buffers()).get(p.shape, p.dtype, p.shape if reduction == "none" else (0, 0))
+    grad, elems = (_bufs or _Buffers()).pair(p.shape, p.dtype, p.shape if reduction == "none" else (0, 0))
     total = mod.mse(p, t, p.dtype.type(c), p.dtype.type(2 * c), grad, elems)
     return (elems.copy() if reduction == "none" else float(total)), grad
 
@@ -188,7 +180,7 @@ def bce_with_logits(logits, target, *, reduction="mean", backend="numba", _bufs=
     if not np.isfinite(y).all() or (y < 0).any() or (y > 1).any():
         raise ValueError("target: expected values in [0, 1]")
     scale = 1.0 / z.size if reduction == "mean" else 1.0
-    grad, elems = (_bufs or _Buffers()).get(z.shape, z.dtype, z.shape if reduction == "none" else (0, 0))
+    grad, elems = (_bufs or _Buffers()).pair(z.shape, z.dtype, z.shape if reduction == "none" else (0, 0))
     total = mod.bce_logits(z, y, z.dtype.type(scale), grad, elems)
     if reduction == "none":
         return elems.copy(), grad

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _validate as v
+from ._buffers import BufferPool
 from .backend import get
 from .losses import BCEWithLogits, CrossEntropy, Loss, SoftmaxCrossEntropy
 from .model import Sequential
@@ -189,13 +190,12 @@ class _Batches:
 
     def __init__(self, X, y):
         self.X, self.y = X, y
-        self._bufs = {}
+        self._bufs = BufferPool()
 
     def gather(self, idx):
         m = idx.shape[0]
-        if m not in self._bufs:
-            self._bufs[m] = (np.empty((m, self.X.shape[1]), self.X.dtype), np.empty((m,) + self.y.shape[1:], self.y.dtype))
-        xb, yb = self._bufs[m]
+        xb = self._bufs.get("x", (m, self.X.shape[1]), self.X.dtype)
+        yb = self._bufs.get("y", (m,) + self.y.shape[1:], self.y.dtype)
         # mode="raise" (the default) makes numpy buffer ``out`` in a temporary;
         # the indices come from a permutation of range(n), so "clip" never clips.
         np.take(self.X, idx, axis=0, out=xb, mode="clip")

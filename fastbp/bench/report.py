@@ -80,7 +80,7 @@ def kernel_ratios(rounds=40):
         t = rng.integers(0, k, n)
         g, rl, w = np.empty_like(z), np.empty(n, f), np.empty(0, f)
         args = (z, t, w, f(0), f(1 / n), g, rl)
-        r = interleaved({"numba": lambda: K.softmax_xent_labels(*args), "numpy": lambda: R.softmax_xent_labels(*args)},
+        r = interleaved({"numba": lambda a=args: K.softmax_xent_labels(*a), "numpy": lambda a=args: R.softmax_xent_labels(*a)},
                         rounds=rounds)
         rows.append({"kernel": "softmax_xent_labels", "shape": [n, k], "numba_us": r["numba"] * 1e6,
                      "numpy_us": r["numpy"] * 1e6, "speedup": r["numpy"] / r["numba"]})

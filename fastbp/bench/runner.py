@@ -60,7 +60,7 @@ def measure(configs, impls, *, rounds=10, block=None, threads=None, progress=Non
             warm = {}
             steps = block or max(3, int(2_000 // max(1, cfg["batch"])))  # a few ms of work per turn
             last = None
-            for r in range(rounds):
+            for _ in range(rounds):
                 for impl in impls:
                     fam = FAMILY[impl]
                     if fam not in workers:

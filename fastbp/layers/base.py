@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _validate as v
+from .._buffers import BufferPool
 from ..backend import get
 
 
@@ -22,20 +23,12 @@ class Layer:
         self.dtype = v.as_dtype(dtype)
         self._k = get(backend)
         self.backend = backend
-        self._bufs: dict[tuple, np.ndarray] = {}
+        self._bufs = BufferPool()
         self.training = True
 
     # -- buffers -----------------------------------------------------------
     def _buf(self, name: str, shape: tuple) -> np.ndarray:
-        # One buffer per (name, shape): training alternates full batches with the
-        # last partial one, and neither should reallocate. Bounded for safety.
-        key = (name, shape)
-        b = self._bufs.get(key)
-        if b is None:
-            if len(self._bufs) >= 32:
-                self._bufs.clear()
-            b = self._bufs[key] = np.empty(shape, self.dtype)
-        return b
+        return self._bufs.get(name, shape, self.dtype)
 
     def _upstream(self, dy, y: np.ndarray | None) -> np.ndarray:
         """The upstream gradient, checked against ``y``; None means ones (seed 002)."""

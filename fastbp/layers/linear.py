@@ -9,9 +9,6 @@ from ..backend import activation_code, bias_scratch, zero_bias
 from ..parameter import Parameter
 from .base import Layer
 
-_NAMES = {None: None, "identity": None, "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh"}
-
-
 class Linear(Layer):
     """Fully connected layer: ``y = act(x @ W + b)``.
 
@@ -49,7 +46,7 @@ class Linear(Layer):
         self.in_features = v.positive_int(in_features, "in_features")
         self.out_features = v.positive_int(out_features, "out_features")
         self._act = activation_code(activation)
-        self.activation = _NAMES[activation]
+        self.activation = activation if self._act else None  # None and "identity" mean the same
         self.init = v.choice(init, "init", ("he", "glorot"))
         rng = np.random.default_rng(seed)
         shape = (self.in_features, self.out_features)

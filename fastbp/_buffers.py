@@ -1,0 +1,27 @@
+"""Reusable arrays: one per key and shape, so a training step allocates nothing after warm-up."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class BufferPool:
+    """Arrays kept by ``(key, shape, dtype)``.
+
+    Training alternates full batches with the last partial one; keeping one
+    array per shape means neither reallocates. Bounded: past ``max_entries``
+    the pool starts over (arrays still in use elsewhere stay valid).
+    """
+
+    def __init__(self, max_entries: int = 32):
+        self._arrays: dict[tuple, np.ndarray] = {}
+        self._max = max_entries
+
+    def get(self, key, shape: tuple, dtype) -> np.ndarray:
+        k = (key, tuple(shape), np.dtype(dtype))
+        a = self._arrays.get(k)
+        if a is None:
+            if len(self._arrays) >= self._max:
+                self._arrays.clear()
+            a = self._arrays[k] = np.empty(shape, dtype)
+        return a
