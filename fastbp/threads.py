@@ -16,6 +16,7 @@ reproduced by ``python benchmarks/threading_report.py``.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
 import threading
@@ -63,6 +64,7 @@ class _State:
 
 
 _state = _State()
+_local = threading.local()  # per Python thread: a limit set by limit_threads()
 
 
 def _resolve_layer() -> bool:
@@ -95,9 +97,17 @@ def _resolve_layer() -> bool:
         return _state.parallel_ok
 
 
+def _threads_here() -> int:
+    limit = getattr(_local, "limit", None)
+    return _state.n_threads if limit is None else min(limit, _state.n_threads)
+
+
 def use_parallel(work: int) -> bool:
     """Whether a kernel over ``work`` elements should run its parallel version."""
-    if _state.n_threads < 2 or work < _state.parallel_min_work:
+    if work < _state.parallel_min_work:  # the common case, checked first: it is on every kernel call
+        return False
+    n_threads = _threads_here()
+    if n_threads < 2:
         return False
     if _state.parallel_ok is None:
         _resolve_layer()
@@ -105,8 +115,8 @@ def use_parallel(work: int) -> bool:
         return False
     # numba's thread count is per calling thread: a new Python thread starts at
     # NUMBA_NUM_THREADS, so carry fastbp's setting into whichever thread calls.
-    if numba.get_num_threads() != _state.n_threads:
-        numba.set_num_threads(_state.n_threads)
+    if numba.get_num_threads() != n_threads:
+        numba.set_num_threads(n_threads)
     return True
 
 
@@ -196,6 +206,76 @@ def set_num_threads(n: int) -> None:
     with _state.lock:
         _state.n_threads = n
     _blas().limit(limits=n, user_api="blas")
+
+
+class _BlasLimits:
+    """Process-wide BLAS limits requested by overlapping :func:`limit_threads` blocks.
+
+    BLAS thread pools are per process, so concurrent blocks share one limit:
+    the smallest requested, and the original limits come back when the last
+    block ends (whatever order the blocks end in).
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.active: dict[int, int] = {}
+        self.restore = None  # threadpoolctl limiter holding the limits from before the first block
+        self.applied = None
+
+    def enter(self, n: int) -> int:
+        with self.lock:
+            token = max(self.active, default=0) + 1
+            self.active[token] = n
+            self._apply()
+            return token
+
+    def exit(self, token: int) -> None:
+        with self.lock:
+            del self.active[token]
+            self._apply()
+
+    def _apply(self):
+        if not self.active:
+            if self.restore is not None:
+                self.restore.restore_original_limits()
+            self.restore = self.applied = None
+            return
+        target = min(self.active.values())
+        if target == self.applied:
+            return
+        limiter = _blas().limit(limits=target, user_api="blas")
+        if self.restore is None:
+            self.restore = limiter
+        self.applied = target
+
+
+_blas_limits = _BlasLimits()
+
+
+@contextlib.contextmanager
+def limit_threads(n: int | None):
+    """Run a block with at most ``n`` threads: fastbp's kernels (in this Python thread) and BLAS.
+
+    ``None`` changes nothing. numba's count is per Python thread, so other
+    threads keep theirs; BLAS pools are per process, so while any block is
+    active BLAS uses the smallest limit asked for, and the previous limits are
+    restored when the last block ends. This is what keeps
+    ``GridSearchCV(n_jobs=...)`` workers or a server's threads from
+    oversubscribing the cores.
+    """
+    if n is None:
+        yield
+        return
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"n_threads: expected None or an int >= 1, got {n!r}")
+    previous = getattr(_local, "limit", None)
+    _local.limit = int(n) if previous is None else min(int(n), previous)
+    token = _blas_limits.enter(int(n))
+    try:
+        yield
+    finally:
+        _blas_limits.exit(token)
+        _local.limit = previous
 
 
 def get_num_threads() -> int:

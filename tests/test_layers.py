@@ -9,7 +9,7 @@ from hypothesis.extra import numpy as hnp
 import fastbp
 from fastbp import ops
 
-from _helpers import DTYPES
+from _helpers import DTYPES, tol
 
 
 def mlp(dtype=np.float32, backend="numba"):
@@ -189,3 +189,33 @@ def test_property_softmax_cross_entropy(z, data):
     np.testing.assert_allclose(g.sum(axis=1), 0, atol=1e-12)  # each gradient row sums to zero
     p = ops.softmax(z)
     np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-12)
+
+
+# -- Linear.from_weights --------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_from_weights_shares_memory_and_trains_in_place(rng, dtype):
+    W = rng.standard_normal((5, 3)).astype(dtype)
+    b = rng.standard_normal(3).astype(dtype)
+    layer = fastbp.Linear.from_weights(W, b, activation="tanh")
+    x = rng.standard_normal((4, 5)).astype(dtype)
+    np.testing.assert_allclose(layer(x), np.tanh(x @ W + b), **tol(dtype))
+    assert layer.W.data is W and layer.b.data is b and layer.dtype == dtype
+    layer.backward(np.ones((4, 3), dtype))
+    before = W.copy()
+    fastbp.SGD(layer.parameters(), lr=0.1).step()
+    assert not np.array_equal(W, before)  # the caller's array moved
+
+
+def test_from_weights_rejects_what_it_cannot_update_in_place(rng):
+    W = rng.standard_normal((5, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match="W: expected a writeable C-contiguous"):
+        fastbp.Linear.from_weights(np.asfortranarray(W))
+    with pytest.raises(TypeError, match="W: expected a floating-point"):
+        fastbp.Linear.from_weights(W.astype(int))
+    with pytest.raises(ValueError, match=r"b: expected shape \(3,\)"):
+        fastbp.Linear.from_weights(W, np.zeros(4, np.float32))
+    with pytest.raises(TypeError, match="b: expected dtype float32"):
+        fastbp.Linear.from_weights(W, np.zeros(3, np.float64))
+    with pytest.raises(ValueError, match="activation"):
+        fastbp.Linear.from_weights(W, activation="gelu")

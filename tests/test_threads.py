@@ -166,3 +166,53 @@ def test_jit_falls_back_to_no_cache_when_numba_has_nowhere_to_write(monkeypatch)
     out = np.empty(3)
     k(np.arange(3.0), out)
     np.testing.assert_array_equal(out, [0, 2, 4])
+
+
+# -- limit_threads ---------------------------------------------------------------
+
+def _blas_threads():
+    return [p["num_threads"] for p in threads._blas().info() if p["user_api"] == "blas"]
+
+
+def test_limit_threads_caps_blas_and_kernels_then_restores():
+    before = _blas_threads()
+    with threads.limit_threads(1):
+        assert _blas_threads() == [1] * len(before)
+        assert threads._threads_here() == 1
+        with threads.limit_threads(2):  # an inner block cannot raise the outer limit
+            assert threads._threads_here() == 1 and _blas_threads() == [1] * len(before)
+    assert _blas_threads() == before and threads._threads_here() == fastbp.get_num_threads()
+    with threads.limit_threads(None):  # None changes nothing
+        assert _blas_threads() == before
+
+
+def test_limit_threads_overlapping_in_threads_restores_the_original():
+    before = _blas_threads()
+    inside = threading.Barrier(2)
+    leave_first = threading.Event()
+    seen = {}
+
+    def block(name, n, wait_for=None):
+        with threads.limit_threads(n):
+            inside.wait()
+            seen[name] = threads._threads_here()
+            if wait_for is not None:
+                wait_for.wait()
+        if wait_for is None:
+            leave_first.set()  # the first block ends while the second is still active
+
+    a = threading.Thread(target=block, args=("a", 1))
+    b = threading.Thread(target=block, args=("b", 2, leave_first))
+    a.start()
+    b.start()
+    a.join()
+    b.join()
+    assert seen["a"] == 1 and seen["b"] == min(2, fastbp.get_num_threads())  # numba's count is per thread
+    assert _blas_threads() == before
+
+
+def test_limit_threads_rejects_bad_counts():
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="n_threads"):
+            with threads.limit_threads(bad):
+                pass

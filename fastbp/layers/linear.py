@@ -43,30 +43,69 @@ class Linear(Layer):
     def __init__(self, in_features, out_features, *, bias=True, activation=None, dtype=np.float32,
                  init="he", seed=None, backend="numba"):
         super().__init__(dtype, backend)
-        self.in_features = v.positive_int(in_features, "in_features")
-        self.out_features = v.positive_int(out_features, "out_features")
+        in_features = v.positive_int(in_features, "in_features")
+        out_features = v.positive_int(out_features, "out_features")
+        init = v.choice(init, "init", ("he", "glorot"))
+        activation_code(activation)  # check before drawing weights
+        rng = np.random.default_rng(seed)
+        shape = (in_features, out_features)
+        if init == "he":
+            w = rng.standard_normal(shape) * np.sqrt(2.0 / in_features)
+        else:
+            lim = np.sqrt(6.0 / (in_features + out_features))
+            w = rng.uniform(-lim, lim, shape)
+        self._wrap(w.astype(self.dtype), np.zeros(out_features, self.dtype) if bias else None, activation, init)
+
+    def _wrap(self, W, b, activation, init):
+        self.in_features, self.out_features = W.shape
         self._act = activation_code(activation)
         self.activation = activation if self._act else None  # None and "identity" mean the same
-        self.init = v.choice(init, "init", ("he", "glorot"))
-        rng = np.random.default_rng(seed)
-        shape = (self.in_features, self.out_features)
-        if init == "he":
-            w = rng.standard_normal(shape) * np.sqrt(2.0 / self.in_features)
-        else:
-            lim = np.sqrt(6.0 / (self.in_features + self.out_features))
-            w = rng.uniform(-lim, lim, shape)
-        self.W = Parameter(w.astype(self.dtype), "W")
-        self.b = Parameter(np.zeros(self.out_features, self.dtype), "b") if bias else None
-        self._scratch = bias_scratch(self.out_features, self.dtype) if bias else None
+        self.init = init
+        self.W = Parameter(W, "W")
+        self.b = Parameter(b, "b") if b is not None else None
+        self._scratch = bias_scratch(self.out_features, self.dtype) if b is not None else None
         self._x = None
         self._y = None
+
+    @classmethod
+    def from_weights(cls, W, b=None, *, activation=None, backend="numba"):
+        """A layer around existing arrays, sharing their memory (no copy, no random init).
+
+        Parameters
+        ----------
+        W : (in_features, out_features) C-contiguous float32 or float64 array
+        b : (out_features,) array of W's dtype, or None for no bias
+        activation : as in the constructor
+
+        Training updates ``W`` and ``b`` in place, so the caller's arrays follow
+        the layer (``fastbp.sklearn`` keeps its ``coefs_`` this way).
+        """
+        W = v.float_array(W, "W", ndim=2, contiguous=False)
+        if not W.flags.c_contiguous or not W.flags.writeable:
+            raise ValueError("W: expected a writeable C-contiguous array (it is updated in place)")
+        if W.shape[0] == 0 or W.shape[1] == 0:
+            raise ValueError(f"W: expected a non-empty (in_features, out_features) array, got shape {W.shape}")
+        if b is not None:
+            b = v.float_array(b, "b", ndim=1, contiguous=False)
+            v.same_dtype("W", W, "b", b)
+            if b.shape != (W.shape[1],):
+                raise ValueError(f"b: expected shape ({W.shape[1]},) to match W, got {b.shape}")
+            if not b.flags.c_contiguous or not b.flags.writeable:
+                raise ValueError("b: expected a writeable contiguous array (it is updated in place)")
+        layer = cls.__new__(cls)
+        Layer.__init__(layer, W.dtype, backend)
+        layer._wrap(W, b, activation, "glorot")  # init is only recorded in model files
+        return layer
 
     def _bias(self):
         return self.b.data if self.b is not None else zero_bias(self.out_features, self.dtype)
 
     def forward(self, x):
         """``x`` (batch, in_features) -> ``y`` (batch, out_features), a reused buffer."""
-        x = v.batch(x, "x", dtype=self.dtype, width=self.in_features, contiguous=False)
+        return self._forward(v.batch(x, "x", dtype=self.dtype, width=self.in_features, contiguous=False))
+
+    def _forward(self, x):
+        # Unchecked: x is already a (batch, in_features) array of the layer's dtype.
         y = self._buf("y", (x.shape[0], self.out_features))
         np.matmul(x, self.W.data, out=y)
         self._k.bias_act(y, self._bias(), self._act)
@@ -80,8 +119,11 @@ class Linear(Layer):
 
     def backward(self, dy=None, *, need_dx=True):
         """Fill ``W.grad``, ``b.grad``; return ``dx`` (batch, in_features), or None if not ``need_dx``."""
+        return self._backward(self._upstream(dy, self._y), need_dx)
+
+    def _backward(self, dy, need_dx):
+        # Unchecked: dy has the shape and dtype of the last forward's output.
         y = self._y
-        dy = self._upstream(dy, y)
         if self._act:
             dz = self._buf("dz", y.shape)
             self._k.act_backward(dy, y, self._act, dz)

@@ -1,0 +1,394 @@
+"""What the two estimators share: parameters, input checks, the training loop, the forward pass.
+
+The loop is scikit-learn's ``BaseMultilayerPerceptron._fit_stochastic`` step
+for step (initialisation from the same random stream, batch order, loss
+bookkeeping, stopping rules, messages), with the arithmetic done by fastbp's
+layers and fused kernels. So ``random_state`` gives the same initial weights
+and the same batches as scikit-learn, and ``loss_curve_`` agrees to float
+tolerance (``tests/test_sklearn_equivalence.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .. import kernels
+from .._buffers import BufferPool
+from ..threads import limit_threads
+from ..training import _defer_interrupts
+from . import _params
+from ._network import Network
+from ._outputs import OutputLoss, activate
+from ._solvers import SGD, Adam
+
+_PREDICT_ROWS = 4096  # rows per chunk when predicting: bounds the activations' memory
+
+
+class BaseMLP(BaseEstimator):
+    """Shared implementation of :class:`MLPClassifier` and :class:`MLPRegressor`."""
+
+    def __init__(self, *, hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
+                 learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start,
+                 momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2, epsilon,
+                 n_iter_no_change, max_fun, dtype, n_threads):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.dtype = dtype
+        self.n_threads = n_threads
+
+    # -- hooks for the subclasses -------------------------------------------
+    def _check_params(self):
+        _params.check(self)
+
+    def _validate_input(self, X, y, incremental, reset):  # pragma: no cover - abstract
+        """(X, Y): checked X and the training targets, 2-D."""
+        raise NotImplementedError
+
+    def _out_activation(self) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _extra_sample_weight(self, Y, incremental):
+        """Per-sample weights implied by other parameters (class_weight), or None."""
+        return None
+
+    def _score(self, X, y, sample_weight):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- pickling: the layers are rebuilt from coefs_ on demand ---------------
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_net", None)
+        return state
+
+    # -- inputs ---------------------------------------------------------------
+    def _model_dtype(self, X, first_pass):
+        if not first_pass:
+            return self.coefs_[0].dtype
+        return _params.resolve_dtype(self.dtype) or X.dtype
+
+    @staticmethod
+    def _as(X, dtype):
+        """X in ``dtype``; sparse inputs as CSR (rows are gathered by index)."""
+        if sp.issparse(X):
+            return X.tocsr().astype(dtype, copy=False)
+        return np.ascontiguousarray(X, dtype=dtype)
+
+    @staticmethod
+    def _sample_weight(sample_weight, n):
+        if sample_weight is None:
+            return None
+        if np.isscalar(sample_weight) and not isinstance(sample_weight, str):
+            sample_weight = np.full(n, sample_weight)
+        try:
+            sw = np.asarray(sample_weight, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"sample_weight: expected numbers, got {np.asarray(sample_weight).dtype}") from None
+        if sw.shape != (n,):
+            raise ValueError(f"sample_weight: expected shape ({n},) (one weight per sample), got {sw.shape}")
+        if not np.isfinite(sw).all() or (sw < 0).any():
+            raise ValueError("sample_weight: expected finite non-negative weights")
+        return sw
+
+    # -- fitting ----------------------------------------------------------------
+    def _fit(self, X, y, sample_weight=None, incremental=False):
+        self._check_params()
+        hidden = _params.hidden_sizes(self.hidden_layer_sizes)
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        X, Y = self._validate_input(X, y, incremental, reset=first_pass)
+        n_samples, n_features = X.shape
+        dtype = self._model_dtype(X, first_pass)
+        X = self._as(X, dtype)
+        sw = self._sample_weight(sample_weight, n_samples)
+        extra = self._extra_sample_weight(Y, incremental)
+        if extra is not None:
+            sw = extra if sw is None else sw * extra
+        if sw is not None and not sw.any():
+            raise ValueError("sample_weight: all sample weights are zero (after class_weight); "
+                             "at least one must be positive")
+        if Y.ndim == 1:
+            Y = Y.reshape(-1, 1)
+        self.n_outputs_ = Y.shape[1]
+        units = [n_features, *hidden, self.n_outputs_]
+        self._random_state = check_random_state(self.random_state)
+        if first_pass:
+            self._initialize(units, dtype)
+        else:
+            shapes = [np.shape(c) for c in self.coefs_] + [np.shape(b) for b in self.intercepts_]
+            expected = list(zip(units[:-1], units[1:])) + [(u,) for u in units[1:]]
+            if shapes != expected:
+                raise ValueError(f"coefs_/intercepts_: the fitted layers have shapes {shapes}, which do not match "
+                                 f"the layer sizes {units} (features, hidden_layer_sizes, outputs); "
+                                 "fit again with warm_start=False")
+        with limit_threads(self.n_threads):
+            self._fit_stochastic(X, Y, sw, incremental)
+        if not all(np.isfinite(a).all() for a in (*self.coefs_, *self.intercepts_)):
+            raise ValueError("Solver produced non-finite parameter weights. The input data may contain large "
+                             "values and need to be preprocessed.")
+        return self
+
+    def _initialize(self, units, dtype):
+        """scikit-learn's initialisation, drawing the same numbers from the same stream."""
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_layers_ = len(units)
+        self.out_activation_ = self._out_activation()
+        self.coefs_, self.intercepts_ = [], []
+        for fan_in, fan_out in zip(units[:-1], units[1:]):
+            factor = 2.0 if self.activation == "logistic" else 6.0  # Glorot et al.
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            coef = self._random_state.uniform(-bound, bound, (fan_in, fan_out))
+            intercept = self._random_state.uniform(-bound, bound, fan_out)
+            self.coefs_.append(coef.astype(dtype, copy=False))
+            self.intercepts_.append(intercept.astype(dtype, copy=False))
+        self._best_coefs = [c.copy() for c in self.coefs_]
+        self._best_intercepts = [i.copy() for i in self.intercepts_]
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        if self.early_stopping:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        else:
+            self.best_loss_ = np.inf
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+
+    def _network(self) -> Network:
+        """The layers over ``coefs_``/``intercepts_``; rebuilt (copying them in) when those arrays were replaced."""
+        net = getattr(self, "_net", None)
+        if net is None or not net.wraps(self.coefs_, self.intercepts_, self.activation):
+            net = self._net = Network(self.coefs_, self.intercepts_, self.activation)
+            # New lists: replacing an item of coefs_ must not change the network's own list.
+            self.coefs_, self.intercepts_ = list(net.coefs), list(net.intercepts)
+        return net
+
+    def _make_solver(self, net):
+        params = [w for w, _, _ in net.segments]
+        if self.solver == "sgd":
+            return SGD(params, self.learning_rate_init, self.learning_rate, self.momentum,
+                       self.nesterovs_momentum, self.power_t)
+        return Adam(params, self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon)
+
+    def _split(self, X, Y, sw):
+        """scikit-learn's early-stopping split: same stream, same stratification."""
+        stratify = Y if (self._is_classifier() and self.n_outputs_ == 1) else None
+        arrays = (X, Y) if sw is None else (X, Y, sw)
+        parts = train_test_split(*arrays, random_state=self._random_state, test_size=self.validation_fraction,
+                                 stratify=stratify)
+        X_tr, X_val, Y_tr, Y_val = parts[:4]
+        sw_tr, sw_val = (parts[4], parts[5]) if sw is not None else (None, None)
+        if X_val.shape[0] < 2:
+            raise ValueError("validation_fraction: the validation set is too small; increase validation_fraction "
+                             "or the size of your dataset.")
+        return X_tr, Y_tr, sw_tr, X_val, self._val_targets(Y_val), sw_val
+
+    def _val_targets(self, Y_val):
+        return Y_val
+
+    def _is_classifier(self):
+        return False
+
+    def _loss_targets(self, Y, dtype):
+        """Targets in the form the output loss takes: float rows here; labels for softmax."""
+        return np.ascontiguousarray(Y, dtype=dtype)
+
+    def _fit_stochastic(self, X, Y, sw, incremental):
+        net = self._network()
+        if not incremental or not hasattr(self, "_solver"):
+            self._solver = self._make_solver(net)
+        solver = self._solver
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        if self.early_stopping:
+            X_tr, Y_tr, sw_tr, X_val, y_val, sw_val = self._split(X, Y, sw)
+        else:
+            X_tr, Y_tr, sw_tr = X, Y, sw
+            X_val = y_val = sw_val = None
+        T = self._loss_targets(Y_tr, X.dtype)
+        n = X_tr.shape[0]
+        if self.batch_size == "auto":
+            batch_size = min(200, n)
+        else:
+            if self.batch_size > n:
+                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
+                              stacklevel=3)
+            batch_size = int(np.clip(self.batch_size, 1, n))
+        out_loss = OutputLoss(self.out_activation_, X.dtype)
+        gather = _Gather(X_tr, T, sw_tr)
+        sample_idx = np.arange(n, dtype=int)
+        alpha = float(self.alpha)
+        with _defer_interrupts() as interrupted:
+            self.n_iter_ = 0
+            for _ in range(self.max_iter):
+                if self.shuffle:
+                    # sklearn.utils.shuffle(sample_idx, random_state=...) draws exactly this
+                    # permutation; called directly, its parameter checks cost ~1 ms per epoch.
+                    perm = np.arange(n)
+                    self._random_state.shuffle(perm)
+                    sample_idx = sample_idx[perm]
+                accumulated = 0.0
+                for start in range(0, n, batch_size):  # sklearn.utils.gen_batches
+                    batch = slice(start, min(start + batch_size, n))
+                    xb, tb, wb = gather(sample_idx[batch] if self.shuffle else batch)
+                    norm = xb.shape[0] if wb is None else float(wb.sum())
+                    if norm <= 0:  # every sample weighs 0: nothing to learn from this batch
+                        continue
+                    z = net.forward(xb)
+                    loss, delta = out_loss(z, tb, wb)
+                    if alpha:
+                        loss += 0.5 * alpha * kernels.sum_squares(net.weights) / norm
+                    if not math.isfinite(loss):
+                        raise ValueError(f"Solver produced a non-finite loss ({loss}) at iteration {self.n_iter_ + 1}. "
+                                         "The input data may contain large values and need to be preprocessed, "
+                                         "or learning_rate_init is too large.")
+                    net.backward(delta)
+                    solver.step(net.segments, alpha / norm)
+                    accumulated += loss * xb.shape[0]
+                    if interrupted():
+                        break
+                else:
+                    self._end_epoch(accumulated / n, n, X_val, y_val, sw_val)
+                    if self._stop_now(incremental):
+                        break
+                    continue
+                warnings.warn("Training interrupted by user.", stacklevel=3)
+                break
+        if self.early_stopping:  # put back the best weights, in the arrays the layers share
+            for dst, src in zip(self.coefs_ + self.intercepts_, self._best_coefs + self._best_intercepts):
+                np.copyto(dst, src)
+
+    def _end_epoch(self, loss, n, X_val, y_val, sw_val):
+        self.n_iter_ += 1
+        self.loss_ = loss
+        self.t_ += n
+        self.loss_curve_.append(self.loss_)
+        if self.verbose:
+            print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+        self._update_no_improvement_count(X_val, y_val, sw_val)
+        self._solver.iteration_ends(self.t_)
+
+    def _stop_now(self, incremental) -> bool:
+        if self._no_improvement_count > self.n_iter_no_change:
+            if self.early_stopping:
+                msg = ("Validation score did not improve more than tol=%f for %d consecutive epochs."
+                       % (self.tol, self.n_iter_no_change))
+            else:
+                msg = ("Training loss did not improve more than tol=%f for %d consecutive epochs."
+                       % (self.tol, self.n_iter_no_change))
+            if self._solver.trigger_stopping(msg, self.verbose):
+                return True
+            self._no_improvement_count = 0
+        if incremental:
+            return True
+        if self.n_iter_ == self.max_iter:
+            warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the optimization hasn't "
+                          "converged yet." % self.max_iter, ConvergenceWarning, stacklevel=4)
+        return False
+
+    def _update_no_improvement_count(self, X_val, y_val, sw_val):
+        if self.early_stopping:
+            score = self._score(X_val, y_val, sw_val)
+            self.validation_scores_.append(score)
+            if self.verbose:
+                print("Validation score: %f" % score)
+            if score < self.best_validation_score_ + self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                self._best_coefs = [c.copy() for c in self.coefs_]
+                self._best_intercepts = [i.copy() for i in self.intercepts_]
+        else:
+            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if self.loss_curve_[-1] < self.best_loss_:
+                self.best_loss_ = self.loss_curve_[-1]
+
+    # -- prediction -------------------------------------------------------------
+    def _scores(self, X, check_input=True):
+        """Raw scores of the last layer (n, n_outputs_), before the output activation.
+
+        Thread-safe: ``Sequential.predict`` touches no layer buffers.
+        """
+        if check_input:
+            check_is_fitted(self)
+            X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32), reset=False)
+        model = self._network().model
+        X = self._as(X, self.coefs_[0].dtype)
+        with limit_threads(self.n_threads):
+            if not sp.issparse(X):
+                return model.predict(X, batch_size=_PREDICT_ROWS)
+            return np.concatenate([model.predict(X[i:i + _PREDICT_ROWS].toarray(), batch_size=_PREDICT_ROWS)
+                                   for i in range(0, X.shape[0], _PREDICT_ROWS)])
+
+    def _forward(self, X, check_input=True):
+        """Network output after the output activation (sklearn's ``_forward_pass_fast``)."""
+        return activate(self.out_activation_, self._scores(X, check_input))
+
+    def _score_with_function(self, X, y, sample_weight, score_function):
+        y_pred = self._predict(X, check_input=False)
+        if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
+            return np.nan
+        return score_function(y, y_pred, sample_weight=sample_weight)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+class _Gather:
+    """Minibatches by index, into buffers reused across batches (sparse rows are densified per batch)."""
+
+    def __init__(self, X, T, sw):
+        self.X, self.T, self.sw = X, T, sw
+        self._bufs = BufferPool()
+
+    def __call__(self, idx):
+        if isinstance(idx, slice):  # no shuffling: contiguous views, no copies
+            X = self.X[idx]
+            return (X.toarray() if sp.issparse(X) else X), self.T[idx], (None if self.sw is None else self.sw[idx])
+        m = idx.shape[0]
+        if sp.issparse(self.X):
+            xb = self.X[idx].toarray()
+        else:
+            xb = self._bufs.get("x", (m, self.X.shape[1]), self.X.dtype)
+            # mode="clip" avoids numpy's hidden temporary for mode="raise"; idx is a permutation slice.
+            np.take(self.X, idx, axis=0, out=xb, mode="clip")
+        tb = self._bufs.get("t", (m,) + self.T.shape[1:], self.T.dtype)
+        np.take(self.T, idx, axis=0, out=tb, mode="clip")
+        wb = None if self.sw is None else self.sw[idx]
+        return xb, tb, wb

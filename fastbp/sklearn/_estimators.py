@@ -1,0 +1,300 @@
+"""``MLPClassifier`` and ``MLPRegressor``: scikit-learn's MLPs, trained by fastbp."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import type_of_target, unique_labels
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from ._base import BaseMLP
+from ._outputs import log_activate
+
+_COMMON_DOC = """
+    Parameters
+    ----------
+    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, learning_rate_init,
+    power_t, max_iter, shuffle, random_state, tol, verbose, warm_start, momentum, nesterovs_momentum,
+    early_stopping, validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun
+        As in scikit-learn, with the same defaults and meanings. ``solver`` is
+        ``"sgd"`` or ``"adam"``: ``"lbfgs"`` is refused with a clear error.
+        ``max_fun`` only concerns L-BFGS, so it is checked and has no effect.
+    dtype : None, "float32" or "float64", default=None
+        The dtype the network trains and predicts in. None follows the input
+        of the first ``fit``: float32 stays float32 end to end, float64 stays
+        float64, other inputs become float64 (as scikit-learn). Later calls
+        convert their input to the fitted dtype.
+    n_threads : int or None, default=None
+        Threads for fastbp's kernels and for BLAS during ``fit`` and
+        prediction. None uses the process settings (which joblib's workers
+        already limit); an int caps both for the call, e.g. 1 when several
+        models train in threads of one process.
+"""
+
+
+class MLPClassifier(ClassifierMixin, BaseMLP):
+    """Multi-layer perceptron classifier: ``sklearn.neural_network.MLPClassifier``, trained by fastbp.
+
+    Multiclass (softmax output), binary and multilabel (logistic outputs).
+    With the same ``random_state`` it starts from the same weights and sees
+    the same batches as scikit-learn's, and its ``loss_curve_`` agrees to
+    float tolerance.
+    """ + _COMMON_DOC + """
+    class_weight : None, "balanced" or dict {class: weight}, default=None
+        Multiplies each sample's weight by its class's weight (binary and
+        multiclass targets; scikit-learn's MLP has no such parameter).
+
+    Attributes
+    ----------
+    classes_, loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_,
+    coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_,
+    out_activation_
+        As in scikit-learn. ``coefs_[i]`` has shape (units in, units out).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from fastbp.sklearn import MLPClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = MLPClassifier(max_iter=30, random_state=0).fit(X / 16, y)
+    >>> clf.score(X / 16, y) > 0.95
+    True
+    """
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
+                 batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
+                 shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, class_weight=None, dtype=None, n_threads=None):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver, alpha=alpha,
+            batch_size=batch_size, learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+            power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol,
+            verbose=verbose, warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype, n_threads=n_threads)
+        self.class_weight = class_weight
+
+    def _check_params(self):
+        super()._check_params()
+        cw = self.class_weight
+        if not (cw is None or isinstance(cw, dict) or (isinstance(cw, str) and cw == "balanced")):
+            raise ValueError(f"class_weight: expected None, 'balanced' or a dict {{class: weight}}, got {cw!r}")
+
+    def _is_classifier(self):
+        return True
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                             dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        # Which labels are allowed, as in scikit-learn: fresh classes on a new fit,
+        # the same classes for warm_start, a subset of classes_ for partial_fit.
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError("warm_start can only be used where `y` has the same classes as in the "
+                                     f"previous call to fit. Previously got {self.classes_}, `y` has {classes}")
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
+                                 f"'y' has {classes}.")
+        return X, self._label_binarizer.transform(y).astype(bool)
+
+    def _out_activation(self):
+        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+
+    def _loss_targets(self, Y, dtype):
+        if self.out_activation_ == "softmax":  # class indices for the fused softmax-cross-entropy
+            return np.ascontiguousarray(Y.argmax(axis=1), dtype=np.int64)
+        return np.ascontiguousarray(Y, dtype=dtype)
+
+    def _val_targets(self, Y_val):
+        return self._label_binarizer.inverse_transform(Y_val)
+
+    def _extra_sample_weight(self, Y, incremental):
+        if self.class_weight is None:
+            return None
+        if self._label_binarizer.y_type_.startswith("multilabel"):
+            raise ValueError("class_weight: not supported for multilabel targets; pass sample_weight instead")
+        if incremental and self.class_weight == "balanced":
+            raise ValueError("class_weight: 'balanced' is not supported by partial_fit, which sees one batch at a "
+                             "time; pass a dict of weights computed on the whole training set")
+        classes = self.classes_
+        # Y is the binarized target: one column (binary) or one-hot rows (multiclass).
+        index = Y[:, 0].astype(np.intp) if Y.shape[1] == 1 else Y.argmax(axis=1)
+        if len(classes) == 1:
+            index = np.zeros(Y.shape[0], np.intp)
+        if isinstance(self.class_weight, dict):
+            unknown = [c for c in self.class_weight if c not in set(classes.tolist())]
+            if unknown:
+                raise ValueError(f"class_weight: classes {unknown} are not among the classes {classes.tolist()}")
+            weights = np.array([float(self.class_weight.get(c, 1.0)) for c in classes.tolist()])
+            if not np.isfinite(weights).all() or (weights < 0).any():
+                raise ValueError("class_weight: expected finite non-negative weights")
+        else:
+            weights = compute_class_weight("balanced", classes=classes, y=classes[index])
+        return weights[index]
+
+    # -- prediction -------------------------------------------------------------
+    def predict(self, X):
+        """Predicted classes: (n_samples,), or (n_samples, n_classes) indicators for multilabel."""
+        check_is_fitted(self)
+        return self._predict(X)
+
+    def _predict(self, X, check_input=True):
+        y_pred = self._forward(X, check_input=check_input)
+        if self.n_outputs_ == 1:
+            y_pred = y_pred.ravel()
+        return self._label_binarizer.inverse_transform(y_pred)
+
+    def predict_proba(self, X):
+        """Class probabilities (n_samples, n_classes), columns ordered as ``classes_``.
+
+        Binary targets give two columns ``[1 - p, p]``; multilabel targets one
+        probability per label.
+        """
+        check_is_fitted(self)
+        p = self._forward(X)
+        if self.n_outputs_ == 1:
+            p = p.ravel()
+            return np.vstack([1 - p, p]).T
+        return p
+
+    def predict_log_proba(self, X):
+        """``log(predict_proba(X))``, computed from the scores so that tiny probabilities stay finite."""
+        check_is_fitted(self)
+        z = self._scores(X)
+        if self.n_outputs_ == 1:
+            return np.hstack([log_activate("logistic", -z), log_activate("logistic", z)])
+        return log_activate(self.out_activation_, z)
+
+    def _score(self, X, y, sample_weight=None):
+        return self._score_with_function(X, y, sample_weight, accuracy_score)
+
+    # -- training -----------------------------------------------------------------
+    def fit(self, X, y, sample_weight=None):
+        """Train on ``X`` (n_samples, n_features) and labels ``y`` (n_samples,) or indicators (n_samples, n_labels).
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over ``(X, y)``; ``classes`` (all labels) is required on the first call.
+
+        Returns
+        -------
+        self
+        """
+        first = not hasattr(self, "classes_")
+        if first and classes is None:
+            raise ValueError("classes: must be passed on the first call to partial_fit (all the labels, "
+                             "e.g. np.unique(y_all))")
+        if classes is not None:
+            classes = unique_labels(classes)
+            if not first and not np.array_equal(self.classes_, classes):
+                raise ValueError(f"classes: {classes} is not the same as on the previous call to partial_fit "
+                                 f"({self.classes_})")
+        if first:
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+            self.classes_ = self._label_binarizer.classes_
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, BaseMLP):
+    """Multi-layer perceptron regressor: ``sklearn.neural_network.MLPRegressor``, trained by fastbp.
+
+    One or several outputs; ``loss="squared_error"`` (identity output) or
+    ``"poisson"`` (half Poisson deviance, exponential output, ``y >= 0``).
+    """ + _COMMON_DOC + """
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbp.sklearn import MLPRegressor
+    >>> X = np.linspace(-1, 1, 200).reshape(-1, 1)
+    >>> reg = MLPRegressor(hidden_layer_sizes=(32,), random_state=0, max_iter=500).fit(X, X.ravel() ** 2)
+    >>> reg.predict(X).shape
+    (200,)
+    """
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
+                 max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
+                 momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
+                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None, n_threads=None):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver, alpha=alpha,
+            batch_size=batch_size, learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+            power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol,
+            verbose=verbose, warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype, n_threads=n_threads)
+        self.loss = loss
+
+    def _check_params(self):
+        super()._check_params()
+        if not isinstance(self.loss, str) or self.loss not in ("squared_error", "poisson"):
+            raise ValueError(f"loss: expected 'squared_error' or 'poisson', got {self.loss!r}")
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True, y_numeric=True,
+                             dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and (y < 0).any():
+            raise ValueError("y: loss='poisson' requires non-negative targets, got a minimum of "
+                             f"{float(np.min(y))}")
+        return X, y
+
+    def _out_activation(self):
+        return "exp" if self.loss == "poisson" else "identity"
+
+    def predict(self, X):
+        """Predictions (n_samples,) for one output, else (n_samples, n_outputs)."""
+        check_is_fitted(self)
+        return self._predict(X)
+
+    def _predict(self, X, check_input=True):
+        y_pred = self._forward(X, check_input=check_input)
+        return y_pred.ravel() if y_pred.shape[1] == 1 else y_pred
+
+    def _score(self, X, y, sample_weight=None):
+        return self._score_with_function(X, y, sample_weight, r2_score)
+
+    def fit(self, X, y, sample_weight=None):
+        """Train on ``X`` (n_samples, n_features) and targets ``y`` (n_samples,) or (n_samples, n_outputs).
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over ``(X, y)``, continuing from the current weights and solver state.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
