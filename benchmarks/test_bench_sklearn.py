@@ -1,6 +1,9 @@
-"""One epoch against scikit-learn's MLPClassifier: same architecture, solver, batch size and data.
+"""fit time of fastbp.sklearn.MLPClassifier against scikit-learn's at the same settings.
 
-Accuracy after the epochs is recorded next to the time (``extra_info``).
+Same parameters, data, dtype and ``tol=0`` (so both run exactly ``max_iter``
+epochs); the BLAS floor (the same matmuls and nothing else) runs beside them,
+since no implementation can go below it. Test accuracy goes to ``extra_info``.
+``python -m fastbp.bench.sklearn_fit`` prints the ratios from interleaved runs.
 """
 
 import warnings
@@ -8,50 +11,42 @@ import warnings
 import numpy as np
 import pytest
 
-import fastbp
-from fastbp import datasets
-
 pytest.importorskip("sklearn")
-from sklearn.neural_network import MLPClassifier  # noqa: E402
+from sklearn import neural_network as sk  # noqa: E402
 
-BATCH = 200
+from fastbp import sklearn as fb  # noqa: E402
+from fastbp.bench.sklearn_fit import _data, _matmul_floor  # noqa: E402
+
+CASES = {
+    "digits-adam-f64": ("digits", dict(solver="adam", max_iter=20)),
+    "digits-adam-f32": ("digits32", dict(solver="adam", max_iter=20)),
+    "digits-sgd-f64": ("digits", dict(solver="sgd", learning_rate_init=0.01, max_iter=20)),
+    "784-512-256-10-adam-f32": ("wide32", dict(hidden_layer_sizes=(512, 256), max_iter=2)),
+}
 
 
 @pytest.fixture(scope="module")
-def data():
-    X, y = datasets.make_classification(6000, 784, 10, seed=0)
-    return X[:5000], y[:5000], X[5000:], y[5000:]
+def datasets():
+    return {name: _data(name) for name in {d for d, _ in CASES.values()}}
 
 
-@pytest.mark.parametrize("solver", ["sgd", "adam"])
-@pytest.mark.parametrize("impl", ["fastbp", "sklearn"])
-def test_epoch(benchmark, data, impl, solver):
-    Xtr, ytr, Xte, yte = data
-    if impl == "fastbp":
-        model = fastbp.Sequential(fastbp.Linear(784, 512, activation="relu", seed=0),
-                                  fastbp.Linear(512, 256, activation="relu", seed=1), fastbp.Linear(256, 10, seed=2))
-        loss = fastbp.SoftmaxCrossEntropy()
-        opt = (fastbp.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True) if solver == "sgd"
-               else fastbp.Adam(model.parameters(), lr=1e-3))
-
-        def epoch():
-            fastbp.fit(model, Xtr, ytr, loss=loss, optimizer=opt, epochs=1, batch_size=BATCH, progress=False)
-
-        def accuracy():
-            return fastbp.evaluate(model, Xte, yte, loss=loss)["accuracy"]
+@pytest.mark.parametrize("impl", ["fastbp", "sklearn", "floor"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_fit(benchmark, datasets, case, impl):
+    data, params = CASES[case]
+    Xtr, Xte, ytr, yte = datasets[data]
+    if impl == "floor":
+        run = _matmul_floor(Xtr, len(np.unique(ytr)), params.get("hidden_layer_sizes", (100,)), params["max_iter"])
+        model = None
     else:
-        clf = MLPClassifier(hidden_layer_sizes=(512, 256), solver=solver, batch_size=BATCH, alpha=0.0,
-                            learning_rate_init=0.01 if solver == "sgd" else 1e-3, momentum=0.9,
-                            nesterovs_momentum=True, max_iter=1, warm_start=True, random_state=0, tol=0.0)
+        model = (fb if impl == "fastbp" else sk).MLPClassifier(random_state=0, tol=0.0, **params)
 
-        def epoch():
+        def run():
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # max_iter=1: "did not converge"
-                clf.fit(Xtr, ytr)
+                warnings.simplefilter("ignore")  # tol=0: "maximum iterations reached"
+                model.fit(Xtr, ytr)
 
-        def accuracy():
-            return float(np.mean(clf.predict(Xte) == yte))
-
-    epoch()  # warm-up: compilation, first allocations
-    benchmark.pedantic(epoch, rounds=3, iterations=1)
-    benchmark.extra_info["test_accuracy"] = accuracy()
+    run()  # warm-up: numba's cache, first allocations
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    if model is not None:
+        benchmark.extra_info["test_accuracy"] = float(model.score(Xte, yte))

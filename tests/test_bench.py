@@ -70,3 +70,14 @@ def test_bench_cli_help():
     with pytest.raises(SystemExit) as e:
         cli.main(["bench", "--help"])
     assert e.value.code == 0
+
+
+def test_sklearn_fit_comparison_row():
+    pytest.importorskip("sklearn")
+    from fastbp.bench.sklearn_fit import compare, format_row
+
+    (row,) = compare(cases=[("tiny", "digits", dict(hidden_layer_sizes=(8,), max_iter=2), {}, 1)])
+    assert row["samples"] == 1347 and row["features"] == 64 and row["same_settings"]
+    assert row["fastbp_accuracy"] == row["sklearn_accuracy"]  # same settings, float64: the same training
+    assert row["speedup"] == pytest.approx(row["sklearn_s"] / row["fastbp_s"])
+    assert row["matmul_floor_s"] > 0 and "tiny" in format_row(row)

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from .runner import measure, torch_available
+from .sklearn_fit import format_row
 from .torch_mlp import step_flops
 
 MLPS = {"784-512-256-10": [784, 512, 256, 10], "1024-2048-2048-10": [1024, 2048, 2048, 10]}
@@ -123,43 +124,15 @@ def cold_start(opt="adam", repeats=3):
     return out
 
 
-def sklearn_epochs(epochs=5, n=10000, batch=200, log=print):
-    """Per-epoch time against scikit-learn's MLPClassifier, same architecture, solver, batch and data."""
+def sklearn_fits():
+    """Whole ``fit`` calls against scikit-learn's MLPClassifier (see :mod:`fastbp.bench.sklearn_fit`)."""
     try:
-        from sklearn.neural_network import MLPClassifier
+        import sklearn  # noqa: F401
     except ImportError:
         return None
-    import warnings
+    from .sklearn_fit import compare
 
-    from .. import Adam, Linear, Sequential, SoftmaxCrossEntropy, datasets, evaluate, fit
-
-    X, y = datasets.make_classification(n + 2000, 784, 10, seed=0)
-    Xtr, ytr, Xte, yte = X[:n], y[:n], X[n:], y[n:]
-    rows = []
-    model = Sequential(Linear(784, 512, activation="relu", seed=0), Linear(512, 256, activation="relu", seed=1),
-                       Linear(256, 10, seed=2))
-    loss = SoftmaxCrossEntropy()
-    opt = Adam(model.parameters(), lr=1e-3)
-    clf = MLPClassifier(hidden_layer_sizes=(512, 256), solver="adam", batch_size=batch, learning_rate_init=1e-3,
-                        alpha=0.0, max_iter=1, shuffle=True, random_state=0, warm_start=True, tol=0.0)
-    t_fb, t_sk = [], []
-    for e in range(epochs):  # the two take turns epoch by epoch
-        t0 = time.perf_counter()
-        fit(model, Xtr, ytr, loss=loss, optimizer=opt, epochs=1, batch_size=batch, seed=e, progress=False)
-        t1 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # max_iter=1 "did not converge"
-            clf.fit(Xtr, ytr)
-        t2 = time.perf_counter()
-        t_fb.append(t1 - t0)
-        t_sk.append(t2 - t1)
-    acc_fb = evaluate(model, Xte, yte, loss=loss)["accuracy"]
-    acc_sk = float(np.mean(clf.predict(Xte) == yte))
-    rows.append({"solver": "adam", "batch": batch, "samples": n, "epochs": epochs,
-                 "fastbp_epoch_s": float(np.median(t_fb[1:] or t_fb)), "sklearn_epoch_s": float(np.median(t_sk[1:] or t_sk)),
-                 "fastbp_accuracy": acc_fb, "sklearn_accuracy": acc_sk})
-    rows[-1]["speedup"] = rows[-1]["sklearn_epoch_s"] / rows[-1]["fastbp_epoch_s"]
-    return rows
+    return compare()
 
 
 def plot(table, path):
@@ -236,12 +209,12 @@ def run(full=False, json_path="fastbp-bench.json", png_path="fastbp-bench.png", 
         out(f"cold start (import + first Adam step, fresh process): {c['import_and_first_step_s']:.2f} s with an "
             f"empty numba cache, {w['import_and_first_step_s']:.2f} s warm (import alone {w['import_s']:.2f} s)")
     if sklearn if sklearn is not None else full:
-        rows = sklearn_epochs()
+        rows = sklearn_fits()
         report["sklearn"] = rows
+        if rows:
+            out("fit time, fastbp.sklearn vs scikit-learn MLPClassifier (same settings unless a row says otherwise):")
         for r in rows or []:
-            out(f"vs scikit-learn MLPClassifier ({r['solver']}, batch {r['batch']}, {r['samples']} x 784): "
-                f"{r['fastbp_epoch_s']:.2f} s vs {r['sklearn_epoch_s']:.2f} s per epoch ({r['speedup']:.2f}x); "
-                f"test accuracy after {r['epochs']} epochs {r['fastbp_accuracy']:.3f} vs {r['sklearn_accuracy']:.3f}")
+            out(format_row(r))
     report["elapsed_s"] = time.perf_counter() - t0
     if json_path:
         with open(json_path, "w") as fh:

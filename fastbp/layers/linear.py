@@ -102,10 +102,7 @@ class Linear(Layer):
 
     def forward(self, x):
         """``x`` (batch, in_features) -> ``y`` (batch, out_features), a reused buffer."""
-        return self._forward(v.batch(x, "x", dtype=self.dtype, width=self.in_features, contiguous=False))
-
-    def _forward(self, x):
-        # Unchecked: x is already a (batch, in_features) array of the layer's dtype.
+        x = v.batch(x, "x", dtype=self.dtype, width=self.in_features, contiguous=False)
         y = self._buf("y", (x.shape[0], self.out_features))
         np.matmul(x, self.W.data, out=y)
         self._k.bias_act(y, self._bias(), self._act)
@@ -119,11 +116,8 @@ class Linear(Layer):
 
     def backward(self, dy=None, *, need_dx=True):
         """Fill ``W.grad``, ``b.grad``; return ``dx`` (batch, in_features), or None if not ``need_dx``."""
-        return self._backward(self._upstream(dy, self._y), need_dx)
-
-    def _backward(self, dy, need_dx):
-        # Unchecked: dy has the shape and dtype of the last forward's output.
         y = self._y
+        dy = self._upstream(dy, y)
         if self._act:
             dz = self._buf("dz", y.shape)
             self._k.act_backward(dy, y, self._act, dz)

@@ -224,6 +224,7 @@ class BaseMLP(BaseEstimator):
 
     def _fit_stochastic(self, X, Y, sw, incremental):
         net = self._network()
+        net.reset()
         if not incremental or not hasattr(self, "_solver"):
             self._solver = self._make_solver(net)
         solver = self._solver
