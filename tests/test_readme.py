@@ -23,3 +23,12 @@ def test_readme_has_the_ci_test_command():
     text = README.read_text()
     cmd = re.search(r"<!-- ci:test-command -->\n```bash\n(.*)\n```", text).group(1)
     assert "pytest" in cmd and ".[test,sklearn,torch]" in cmd
+
+
+def test_readme_sklearn_example_runs():
+    pytest.importorskip("sklearn")
+    block = re.search(r"<!-- sklearn-example -->\n```python\n(.*?)```", README.read_text(), re.S).group(1)
+    ns = {}
+    exec(compile(block, "README.md", "exec"), ns)
+    assert ns["search"].score(ns["X_te"], ns["y_te"]) > 0.95
+    assert type(ns["search"].best_estimator_[-1]).__module__.startswith("fastbp.sklearn")

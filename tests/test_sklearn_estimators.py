@@ -19,7 +19,6 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.class_weight import compute_sample_weight  # noqa: E402
 
-import fastbp  # noqa: E402
 from fastbp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
 
@@ -449,3 +448,32 @@ def test_lbfgs_message_points_to_sklearn(digits):
     with pytest.raises(ValueError) as err:
         MLPRegressor(solver="lbfgs").fit(X, X[:, 0])
     assert "scikit-learn" in str(err.value) and "'sgd' and 'adam'" in str(err.value)
+
+
+def test_ctrl_c_stops_after_a_whole_step_and_keeps_the_model(digits, monkeypatch):
+    import os
+    import signal
+
+    from fastbp.sklearn import _outputs
+
+    X, y = digits
+    calls = []
+    real = _outputs.OutputLoss.__call__
+
+    def interrupting(self, *args):
+        calls.append(1)
+        if len(calls) == 5:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives mid-step
+        return real(self, *args)
+
+    monkeypatch.setattr(_outputs.OutputLoss, "__call__", interrupting)
+    params = dict(hidden_layer_sizes=(16,), random_state=0, batch_size=50, shuffle=False, max_iter=5)
+    with pytest.warns(UserWarning, match="interrupted"):
+        clf = MLPClassifier(**params).fit(X, y)
+    monkeypatch.setattr(_outputs.OutputLoss, "__call__", real)
+    ref = _quiet(MLPClassifier(**{**params, "batch_size": 50, "max_iter": 1}).partial_fit, X[:250], y[:250],
+                 classes=np.unique(y))
+    assert clf.loss_curve_ == [] and clf.n_iter_ == 0
+    for a, b in zip(clf.coefs_, ref.coefs_):
+        np.testing.assert_array_equal(a, b)  # exactly five whole steps of 50 rows
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

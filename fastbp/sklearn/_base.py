@@ -244,10 +244,9 @@ class BaseMLP(BaseEstimator):
                 warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
                               stacklevel=3)
             batch_size = int(np.clip(self.batch_size, 1, n))
-        out_loss = OutputLoss(self.out_activation_, X.dtype)
-        gather = _Gather(X_tr, T, sw_tr)
+        epoch = _Epoch(net, solver, OutputLoss(self.out_activation_, X.dtype), _Gather(X_tr, T, sw_tr),
+                       batch_size, float(self.alpha))
         sample_idx = np.arange(n, dtype=int)
-        alpha = float(self.alpha)
         with _defer_interrupts() as interrupted:
             self.n_iter_ = 0
             for _ in range(self.max_iter):
@@ -257,33 +256,13 @@ class BaseMLP(BaseEstimator):
                     perm = np.arange(n)
                     self._random_state.shuffle(perm)
                     sample_idx = sample_idx[perm]
-                accumulated = 0.0
-                for start in range(0, n, batch_size):  # sklearn.utils.gen_batches
-                    batch = slice(start, min(start + batch_size, n))
-                    xb, tb, wb = gather(sample_idx[batch] if self.shuffle else batch)
-                    norm = xb.shape[0] if wb is None else float(wb.sum())
-                    if norm <= 0:  # every sample weighs 0: nothing to learn from this batch
-                        continue
-                    z = net.forward(xb)
-                    loss, delta = out_loss(z, tb, wb)
-                    if alpha:
-                        loss += 0.5 * alpha * kernels.sum_squares(net.weights) / norm
-                    if not math.isfinite(loss):
-                        raise ValueError(f"Solver produced a non-finite loss ({loss}) at iteration {self.n_iter_ + 1}. "
-                                         "The input data may contain large values and need to be preprocessed, "
-                                         "or learning_rate_init is too large.")
-                    net.backward(delta)
-                    solver.step(net.segments, alpha / norm)
-                    accumulated += loss * xb.shape[0]
-                    if interrupted():
-                        break
-                else:
-                    self._end_epoch(accumulated / n, n, X_val, y_val, sw_val)
-                    if self._stop_now(incremental):
-                        break
-                    continue
-                warnings.warn("Training interrupted by user.", stacklevel=3)
-                break
+                loss_sum = epoch.run(sample_idx if self.shuffle else None, interrupted, self.n_iter_ + 1)
+                if loss_sum is None:  # Ctrl-C: the last batch was applied whole
+                    warnings.warn("Training interrupted by user.", stacklevel=3)
+                    break
+                self._end_epoch(loss_sum / n, n, X_val, y_val, sw_val)
+                if self._stop_now(incremental):
+                    break
         if self.early_stopping:  # put back the best weights, in the arrays the layers share
             for dst, src in zip(self.coefs_ + self.intercepts_, self._best_coefs + self._best_intercepts):
                 np.copyto(dst, src)
@@ -369,6 +348,43 @@ class BaseMLP(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
+
+
+class _Epoch:
+    """One pass over the data: per batch, forward, loss, backward and the solver step."""
+
+    def __init__(self, net, solver, out_loss, gather, batch_size, alpha):
+        self.net, self.solver, self.out_loss, self.gather = net, solver, out_loss, gather
+        self.batch_size, self.alpha = batch_size, alpha
+
+    def run(self, order, interrupted, iteration):
+        """Sum over batches of (batch loss x batch rows), as scikit-learn accumulates; None if interrupted.
+
+        ``order``: the epoch's sample permutation, or None for the stored order.
+        """
+        net, alpha = self.net, self.alpha
+        n = self.gather.X.shape[0]
+        total = 0.0
+        for start in range(0, n, self.batch_size):  # sklearn.utils.gen_batches
+            batch = slice(start, min(start + self.batch_size, n))
+            xb, tb, wb = self.gather(batch if order is None else order[batch])
+            norm = xb.shape[0] if wb is None else float(wb.sum())
+            if norm <= 0:  # every sample weighs 0: nothing to learn from this batch
+                continue
+            z = net.forward(xb)
+            loss, delta = self.out_loss(z, tb, wb)
+            if alpha:
+                loss += 0.5 * alpha * kernels.sum_squares(net.weights) / norm
+            if not math.isfinite(loss):
+                raise ValueError(f"Solver produced a non-finite loss ({loss}) at iteration {iteration}. The input "
+                                 "data may contain large values and need to be preprocessed, or learning_rate_init "
+                                 "is too large.")
+            net.backward(delta)
+            self.solver.step(net.segments, alpha / norm)
+            total += loss * xb.shape[0]
+            if interrupted():
+                return None
+        return total
 
 
 class _Gather:
