@@ -69,7 +69,8 @@ class Network:
     # once per batch size: buffers allocated, each kernel's serial or parallel
     # version chosen. Right after a large matmul has flushed the caches, every
     # Python-level lookup costs several times its warm price (measured: a
-    # 20 us loss call takes 120-190 us there), so the step keeps them few.
+    # 20-35 us loss call took 80-230 us there: benchmarks/cold_cache_overhead.py),
+    # so the step keeps them few.
 
     def reset(self):
         """Forget the plans (at the start of a fit: the thread settings may have changed)."""
