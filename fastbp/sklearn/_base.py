@@ -22,9 +22,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .. import kernels
-from .._buffers import BufferPool
 from ..threads import limit_threads
-from ..training import _defer_interrupts
+from ..training import _Batches, _defer_interrupts
 from . import _params
 from ._network import Network
 from ._outputs import OutputLoss, activate
@@ -81,8 +80,7 @@ class BaseMLP(BaseEstimator):
         """Per-sample weights implied by other parameters (class_weight), or None."""
         return None
 
-    def _score(self, X, y, sample_weight):  # pragma: no cover - abstract
-        raise NotImplementedError
+    _score_function = None  # accuracy_score or r2_score: what validation scores use, as in scikit-learn
 
     # -- pickling: the layers are rebuilt from coefs_ on demand ---------------
     def __getstate__(self):
@@ -120,6 +118,17 @@ class BaseMLP(BaseEstimator):
         return sw
 
     # -- fitting ----------------------------------------------------------------
+    def fit(self, X, y, sample_weight=None):
+        """Train on ``X`` (n_samples, n_features) and ``y``: class labels (n_samples,) or label
+        indicators (n_samples, n_labels) for the classifier, targets (n_samples,) or
+        (n_samples, n_outputs) for the regressor.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
     def _fit(self, X, y, sample_weight=None, incremental=False):
         self._check_params()
         hidden = _params.hidden_sizes(self.hidden_layer_sizes)
@@ -338,11 +347,12 @@ class BaseMLP(BaseEstimator):
         """Network output after the output activation (sklearn's ``_forward_pass_fast``)."""
         return activate(self.out_activation_, self._scores(X, check_input))
 
-    def _score_with_function(self, X, y, sample_weight, score_function):
+    def _score(self, X, y, sample_weight=None):
+        """The validation score for early stopping (NaN when predictions are not finite)."""
         y_pred = self._predict(X, check_input=False)
         if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
             return np.nan
-        return score_function(y, y_pred, sample_weight=sample_weight)
+        return self._score_function(y, y_pred, sample_weight=sample_weight)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -388,24 +398,17 @@ class _Epoch:
 
 
 class _Gather:
-    """Minibatches by index, into buffers reused across batches (sparse rows are densified per batch)."""
+    """Minibatches by index (fit's reused buffers for dense X; sparse rows are densified per batch)."""
 
     def __init__(self, X, T, sw):
         self.X, self.T, self.sw = X, T, sw
-        self._bufs = BufferPool()
+        self._dense = None if sp.issparse(X) else _Batches(X, T)
 
     def __call__(self, idx):
+        wb = None if self.sw is None else self.sw[idx]
         if isinstance(idx, slice):  # no shuffling: contiguous views, no copies
             X = self.X[idx]
-            return (X.toarray() if sp.issparse(X) else X), self.T[idx], (None if self.sw is None else self.sw[idx])
-        m = idx.shape[0]
-        if sp.issparse(self.X):
-            xb = self.X[idx].toarray()
-        else:
-            xb = self._bufs.get("x", (m, self.X.shape[1]), self.X.dtype)
-            # mode="clip" avoids numpy's hidden temporary for mode="raise"; idx is a permutation slice.
-            np.take(self.X, idx, axis=0, out=xb, mode="clip")
-        tb = self._bufs.get("t", (m,) + self.T.shape[1:], self.T.dtype)
-        np.take(self.T, idx, axis=0, out=tb, mode="clip")
-        wb = None if self.sw is None else self.sw[idx]
-        return xb, tb, wb
+            return (X.toarray() if sp.issparse(X) else X), self.T[idx], wb
+        if self._dense is not None:
+            return (*self._dense.gather(idx), wb)
+        return self.X[idx].toarray(), self.T[idx], wb

@@ -64,6 +64,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     True
     """
 
+    _score_function = staticmethod(accuracy_score)
+
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
                  batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
                  shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
@@ -177,19 +179,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             return np.hstack([log_activate("logistic", -z), log_activate("logistic", z)])
         return log_activate(self.out_activation_, z)
 
-    def _score(self, X, y, sample_weight=None):
-        return self._score_with_function(X, y, sample_weight, accuracy_score)
-
-    # -- training -----------------------------------------------------------------
-    def fit(self, X, y, sample_weight=None):
-        """Train on ``X`` (n_samples, n_features) and labels ``y`` (n_samples,) or indicators (n_samples, n_labels).
-
-        Returns
-        -------
-        self
-        """
-        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
-
+    # -- training (fit is BaseMLP's) ------------------------------------------------
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over ``(X, y)``; ``classes`` (all labels) is required on the first call.
 
@@ -237,6 +227,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     (200,)
     """
 
+    _score_function = staticmethod(r2_score)
+
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
                  max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
@@ -277,18 +269,6 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     def _predict(self, X, check_input=True):
         y_pred = self._forward(X, check_input=check_input)
         return y_pred.ravel() if y_pred.shape[1] == 1 else y_pred
-
-    def _score(self, X, y, sample_weight=None):
-        return self._score_with_function(X, y, sample_weight, r2_score)
-
-    def fit(self, X, y, sample_weight=None):
-        """Train on ``X`` (n_samples, n_features) and targets ``y`` (n_samples,) or (n_samples, n_outputs).
-
-        Returns
-        -------
-        self
-        """
-        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
 
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over ``(X, y)``, continuing from the current weights and solver state.

@@ -10,6 +10,8 @@ import numbers
 
 import numpy as np
 
+from .. import _validate as v
+
 _ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
 _SOLVERS = ("sgd", "adam")
 _SCHEDULES = ("constant", "invscaling", "adaptive")
@@ -24,7 +26,7 @@ def _real(value, name, lo, hi=math.inf, *, lo_open=False, hi_open=False):
         raise ValueError(f"{name}: expected a number in {lb}{lo}, {hi}{rb}, got {value!r}")
 
 
-def _int(value, name, lo=1):
+def _int(value, name, lo):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}: expected an int >= {lo}, got {type(value).__name__} {value!r}")
     if value < lo:
@@ -34,11 +36,6 @@ def _int(value, name, lo=1):
 def _bool(value, name):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name}: expected True or False, got {type(value).__name__} {value!r}")
-
-
-def _option(value, name, options):
-    if not isinstance(value, str) or value not in options:
-        raise ValueError(f"{name}: expected one of {', '.join(map(repr, options))}, got {value!r}")
 
 
 def hidden_sizes(value) -> list[int]:
@@ -71,20 +68,20 @@ def resolve_dtype(value):
 def check(est) -> None:
     """Check every constructor parameter of a fastbp MLP estimator."""
     hidden_sizes(est.hidden_layer_sizes)
-    _option(est.activation, "activation", _ACTIVATIONS)
+    v.choice(est.activation, "activation", _ACTIVATIONS)
     if est.solver == "lbfgs":
         raise ValueError("solver: 'lbfgs' is not supported by fastbp, which implements the stochastic solvers "
                          "'sgd' and 'adam'; use scikit-learn's own MLP for L-BFGS")
-    _option(est.solver, "solver", _SOLVERS)
+    v.choice(est.solver, "solver", _SOLVERS)
     _real(est.alpha, "alpha", 0.0)
     if not (isinstance(est.batch_size, str) and est.batch_size == "auto"):
         if isinstance(est.batch_size, str):
             raise ValueError(f"batch_size: expected 'auto' or an int >= 1, got {est.batch_size!r}")
-        _int(est.batch_size, "batch_size")
-    _option(est.learning_rate, "learning_rate", _SCHEDULES)
+        v.positive_int(est.batch_size, "batch_size")
+    v.choice(est.learning_rate, "learning_rate", _SCHEDULES)
     _real(est.learning_rate_init, "learning_rate_init", 0.0, lo_open=True)
     _real(est.power_t, "power_t", 0.0)
-    _int(est.max_iter, "max_iter")
+    v.positive_int(est.max_iter, "max_iter")
     _bool(est.shuffle, "shuffle")
     if not (est.random_state is None or est.random_state is np.random
             or isinstance(est.random_state, np.random.RandomState)):
@@ -101,8 +98,8 @@ def check(est) -> None:
     _real(est.beta_2, "beta_2", 0.0, 1.0, hi_open=True)
     _real(est.epsilon, "epsilon", 0.0, lo_open=True)
     if not (isinstance(est.n_iter_no_change, float) and est.n_iter_no_change == math.inf):
-        _int(est.n_iter_no_change, "n_iter_no_change")
-    _int(est.max_fun, "max_fun")  # L-BFGS only: accepted for compatibility, no effect (as in scikit-learn)
+        v.positive_int(est.n_iter_no_change, "n_iter_no_change")
+    v.positive_int(est.max_fun, "max_fun")  # L-BFGS only: accepted for compatibility, no effect (as in scikit-learn)
     resolve_dtype(est.dtype)
     if est.n_threads is not None:
-        _int(est.n_threads, "n_threads")
+        v.positive_int(est.n_threads, "n_threads")
