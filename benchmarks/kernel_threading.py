@@ -17,8 +17,8 @@ import sys
 import numba
 import numpy as np
 
+from fastbp import jit, threads
 from fastbp import kernels as K
-from fastbp import threads
 from fastbp.bench import interleaved
 
 SIZES = (65_536, 262_144, 535_000, 1 << 20, 1 << 21, 1 << 22, 1 << 23)
@@ -33,7 +33,7 @@ def _adam_args(n, rng):
 def error_models():
     rng = np.random.default_rng(0)
     args = _adam_args(535_000, rng)
-    opts = dict(threads.JIT_OPTIONS, cache=False)
+    opts = dict(jit.JIT_OPTIONS, cache=False)
     fns = {}
     for model in ("python", "numpy"):
         fn = numba.njit(**dict(opts, error_model=model))(K.adam.py_func)
@@ -50,7 +50,7 @@ def serial_vs_parallel(label):
     A = rng.standard_normal((256, 784)).astype(np.float32)
     B = rng.standard_normal((784, 512)).astype(np.float32)
     C = np.empty((256, 512), np.float32)
-    threads._resolve_layer()
+    threads.resolve_layer()
     print(f"Adam kernel after a 256x784x512 matmul, {label} (layer {numba.threading_layer()}):")
     for n in SIZES:
         args = _adam_args(n, rng)

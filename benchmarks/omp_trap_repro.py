@@ -1,4 +1,7 @@
-"""Reproduce PERF-NOTES' threading trap: a per-op parallel prototype under GNU OpenMP's default policy.
+"""Reproduce the OpenMP threading trap: a per-op parallel prototype under GNU OpenMP's default policy.
+
+The measurements are in docs/threading.md, "The trap is real, and depends on
+the launch pattern".
 
 The first fastbp prototype ran every elementwise kernel and a separate
 ``@njit(parallel=True)`` SGD update with numba threads between OpenBLAS matmuls.
@@ -25,7 +28,6 @@ def prototype():
     from fastbp import threads
     from fastbp.bench import NumpyMLP, interleaved, make_problem
 
-    threads._state.parallel_min_work = 0  # every fastbp kernel parallel
 
     @numba.njit(parallel=True, nogil=True, fastmath=True)
     def sgd_par(w, g, lr):
@@ -68,7 +70,8 @@ def prototype():
     for batch in (32, 256, 1024):
         model, x, y = make_problem(batch=batch)
         p, npy = Proto(model, x, y), NumpyMLP(model, x, y)
-        r = interleaved({"proto": p.step, "numpy": npy.step}, rounds=max(5, 3200 // batch))
+        with threads.parallel_min_work(0):  # every fastbp kernel parallel
+            r = interleaved({"proto": p.step, "numpy": npy.step}, rounds=max(5, 3200 // batch))
         cells.append(f"batch {batch}: {r['proto'] * 1e3:.2f} vs numpy {r['numpy'] * 1e3:.2f} ms "
                      f"({r['proto'] / r['numpy']:.2f})")
     return "; ".join(cells)

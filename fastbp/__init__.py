@@ -6,18 +6,18 @@ softmax-cross-entropy, bias reduction); each has a plain-numpy twin in
 """
 
 from . import datasets, kernels, ops, reference, schedules
+from .io import load, save
 from .layers import Identity, Layer, Linear, ReLU, Sigmoid, Softmax, Tanh
 from .losses import BCEWithLogits, CrossEntropy, Loss, MSELoss, SoftmaxCrossEntropy
-from .io import load, save
 from .model import Sequential
 from .optim import SGD, Adam, AdamW, clip_grad_norm
 from .parameter import Parameter
 from .threads import get_num_threads, set_num_threads, threading_info
 from .training import History, NonFiniteLossError, evaluate, fit, predict, predict_proba
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
+    "__version__",
     "ops", "kernels", "reference", "datasets", "schedules",
     "SGD", "Adam", "AdamW", "clip_grad_norm",
     "fit", "evaluate", "predict", "predict_proba", "History", "NonFiniteLossError", "save", "load",

@@ -4,6 +4,7 @@ was expected and what was given."""
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -106,24 +107,172 @@ def weights(w, name: str, n_classes: int, dtype) -> np.ndarray:
     return arr
 
 
-def positive_int(v, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{name}: expected a positive int, got {type(v).__name__}")
-    if v < 1:
-        raise ValueError(f"{name}: expected a positive int, got {v}")
-    return int(v)
+# -- parameters: declared constraints, one checker ------------------------------
+#
+# In the spirit of scikit-learn's ``_parameter_constraints``: a parameter is
+# declared with a list of constraints, any one of which may accept it, and
+# :func:`check` enforces them all with one message format
+# ("name: expected <what>, got <value>"). A type no constraint takes is a
+# TypeError; a value of the right type out of range is a ValueError.
 
 
-def choice(v, name: str, options) -> str:
-    if v not in options:
-        raise ValueError(f"{name}: expected one of {', '.join(map(repr, options))}, got {v!r}")
-    return v
+def _is_bool(value) -> bool:
+    return isinstance(value, (bool, np.bool_))
 
 
-def fraction(v, name: str, *, lo: float = 0.0, hi: float = 1.0, hi_open: bool = True) -> float:
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name}: expected a number, got {type(v).__name__}")
-    v = float(v)
-    if not (lo <= v and (v < hi if hi_open else v <= hi)):
-        raise ValueError(f"{name}: expected a value in [{lo}, {hi}{')' if hi_open else ']'}, got {v}")
-    return v
+class Interval:
+    """Numbers of ``kind`` (``numbers.Integral`` or ``numbers.Real``) between ``lo`` and ``hi``.
+
+    ``closed`` says which ends belong: "both", "left", "right" or "neither";
+    None for an end means unbounded. NaN never passes; with ``finite`` infinities
+    do not pass either. Accepted values come back as ``int`` or ``float``.
+    """
+
+    def __init__(self, kind, lo=None, hi=None, closed: str = "both", *, finite: bool = False):
+        if kind not in (numbers.Integral, numbers.Real):
+            raise TypeError(f"kind: expected numbers.Integral or numbers.Real, got {kind!r}")
+        self.kind, self.lo, self.hi, self.closed, self.finite = kind, lo, hi, closed, finite
+
+    def takes_type(self, value) -> bool:
+        return isinstance(value, self.kind) and not _is_bool(value)
+
+    def accepts(self, value) -> bool:
+        if not self.takes_type(value) or value != value:  # NaN
+            return False
+        if self.finite and not math.isfinite(value):
+            return False
+        lo_ok = self.lo is None or (value >= self.lo if self.closed in ("both", "left") else value > self.lo)
+        hi_ok = self.hi is None or (value <= self.hi if self.closed in ("both", "right") else value < self.hi)
+        return lo_ok and hi_ok
+
+    def convert(self, value):
+        return int(value) if self.kind is numbers.Integral else float(value)
+
+    def __str__(self) -> str:
+        what = "an int" if self.kind is numbers.Integral else ("a finite number" if self.finite else "a number")
+        left_closed, right_closed = self.closed in ("both", "left"), self.closed in ("both", "right")
+        if self.lo is not None and self.hi is not None:
+            return f"{what} in {'[' if left_closed else '('}{self.lo}, {self.hi}{']' if right_closed else ')'}"
+        if self.lo is not None:
+            return f"{what} {'>=' if left_closed else '>'} {self.lo}"
+        if self.hi is not None:
+            return f"{what} {'<=' if right_closed else '<'} {self.hi}"
+        return what
+
+
+class Options:
+    """One of a fixed set of values (compared with ``==``: strings, or special numbers such as ``inf``)."""
+
+    def __init__(self, *values, what: str | None = None):
+        self.values, self.what = values, what
+
+    def takes_type(self, value) -> bool:
+        return any(type(value) is type(o) or (isinstance(o, float) and isinstance(value, numbers.Real)
+                                              and not _is_bool(value)) for o in self.values)
+
+    def accepts(self, value) -> bool:
+        try:
+            return any(value == o and not _is_bool(value) for o in self.values)
+        except (TypeError, ValueError):  # e.g. an array compared with a string
+            return False
+
+    def convert(self, value):
+        return value
+
+    def __str__(self) -> str:
+        if self.what is not None:
+            return self.what
+        return f"one of {', '.join(map(repr, self.values))}" if len(self.values) > 1 else repr(self.values[0])
+
+
+class Boolean:
+    """True or False (numpy's bool too); comes back as ``bool``."""
+
+    def takes_type(self, value) -> bool:
+        return _is_bool(value)
+
+    accepts = takes_type
+
+    def convert(self, value):
+        return bool(value)
+
+    def __str__(self) -> str:
+        return "True or False"
+
+
+class InstanceOf:
+    """An instance of ``cls``, described as ``what`` in messages."""
+
+    def __init__(self, cls, what: str):
+        self.cls, self.what = cls, what
+
+    def takes_type(self, value) -> bool:
+        return isinstance(value, self.cls)
+
+    accepts = takes_type
+
+    def convert(self, value):
+        return value
+
+    def __str__(self) -> str:
+        return self.what
+
+
+class NoneValue:
+    """``None``."""
+
+    def takes_type(self, value) -> bool:
+        return value is None
+
+    accepts = takes_type
+
+    def convert(self, value):
+        return None
+
+    def __str__(self) -> str:
+        return "None"
+
+
+POSITIVE_INT = Interval(numbers.Integral, 1)
+NON_NEGATIVE = Interval(numbers.Real, 0, finite=True)
+POSITIVE = Interval(numbers.Real, 0, closed="neither", finite=True)
+
+
+def check(value, name: str, *constraints):
+    """``value`` (converted: ints as int, reals as float) if any constraint accepts it; else a clear error.
+
+    Raises
+    ------
+    TypeError
+        When no constraint takes a value of this type.
+    ValueError
+        When the type is right but the value is not (out of range, not an option).
+    """
+    for c in constraints:
+        if c.accepts(value):
+            return c.convert(value)
+    expected = " or ".join(str(c) for c in constraints)
+    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+    if any(c.takes_type(value) for c in constraints):
+        raise ValueError(f"{name}: expected {expected}, got {shown}")
+    raise TypeError(f"{name}: expected {expected}, got {type(value).__name__} {shown}")
+
+
+def check_params(values: dict, constraints: dict) -> dict:
+    """:func:`check` every entry of ``values`` against ``constraints[name]`` (a list); returns the converted values."""
+    return {name: check(values[name], name, *constraints[name]) for name in constraints}
+
+
+def positive_int(value, name: str) -> int:
+    """Shorthand: :func:`check` with :data:`POSITIVE_INT`."""
+    return check(value, name, POSITIVE_INT)
+
+
+def choice(value, name: str, options):
+    """Shorthand: :func:`check` with :class:`Options`."""
+    return check(value, name, Options(*options))
+
+
+def fraction(value, name: str, *, lo: float = 0.0, hi: float = 1.0, hi_open: bool = True) -> float:
+    """Shorthand: :func:`check` with a real :class:`Interval` from ``lo`` (closed) to ``hi``."""
+    return check(value, name, Interval(numbers.Real, lo, hi, "left" if hi_open else "both"))

@@ -6,21 +6,23 @@ import numpy as np
 
 from . import kernels, reference
 from ._validate import choice
+from .jit import IDENTITY, RELU, SIGMOID, TANH
 
 BACKENDS = {"numba": kernels, "numpy": reference}
 
 ACTIVATIONS = {
-    None: kernels.IDENTITY,
-    "identity": kernels.IDENTITY,
-    "relu": kernels.RELU,
-    "sigmoid": kernels.SIGMOID,
-    "tanh": kernels.TANH,
+    None: IDENTITY,
+    "identity": IDENTITY,
+    "relu": RELU,
+    "sigmoid": SIGMOID,
+    "tanh": TANH,
 }
 
 
 def get(backend: str):
     """The kernel module for ``backend`` (``"numba"`` or ``"numpy"``)."""
-    return BACKENDS[choice(backend, "backend", tuple(BACKENDS))]
+    module = BACKENDS.get(backend) if isinstance(backend, str) else None  # the fast path: called every batch
+    return module if module is not None else BACKENDS[choice(backend, "backend", tuple(BACKENDS))]
 
 
 @functools.lru_cache(maxsize=64)
@@ -35,7 +37,5 @@ def bias_scratch(width: int, dtype) -> np.ndarray:
 
 
 def activation_code(name) -> int:
-    if name not in ACTIVATIONS:
-        opts = ", ".join(repr(k) for k in ACTIVATIONS)
-        raise ValueError(f"activation: expected one of {opts}, got {name!r}")
-    return ACTIVATIONS[name]
+    """The kernels' code for an activation name (None and "identity" are the same)."""
+    return ACTIVATIONS[choice(name, "activation", tuple(ACTIVATIONS))]

@@ -18,6 +18,7 @@ import numpy as np
 from . import layers as _layers
 from . import optim as _optim
 from .model import Sequential
+from .version import __version__
 
 FORMAT = 1
 _MARKER = "__fastbp_format__"
@@ -28,8 +29,6 @@ _OPTIMIZERS = {cls.__name__: cls for cls in (_optim.SGD, _optim.Adam, _optim.Ada
 
 
 def _arrays(model: Sequential, optimizer, metadata) -> dict:
-    from . import __version__
-
     meta = {
         "fastbp_version": __version__,
         "format": FORMAT,

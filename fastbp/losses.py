@@ -11,6 +11,8 @@ count for :class:`MSELoss` and :class:`BCEWithLogits`), ``"sum"`` adds, and
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from . import _validate as v
@@ -50,9 +52,10 @@ def softmax_cross_entropy(logits, target, *, weight=None, label_smoothing=0.0, r
     """Fused softmax + cross-entropy on logits.
 
     The gradient is ``(softmax(z) - onehot) / N`` with mean reduction: the
-    softmax Jacobian (seed 003) times the cross-entropy gradient ``-1/p_t``
+    softmax Jacobian times the cross-entropy gradient ``-1/p_t``
     collapses to ``p - onehot`` when the softmax feeds the cross-entropy
-    directly, which is the pairing this function fuses.
+    directly, which is the pairing this function fuses (docs/derivations.md,
+    "Fused softmax cross-entropy").
 
     Parameters
     ----------
@@ -90,9 +93,10 @@ def softmax_cross_entropy(logits, target, *, weight=None, label_smoothing=0.0, r
 
 
 def cross_entropy(probs, target, *, eps=None, reduction="mean", backend="numba", _bufs=None):
-    """Cross-entropy on probabilities (seed 003): ``-sum log(p_t) / N``.
+    """Cross-entropy on probabilities: ``-sum log(p_t) / N``.
 
-    The gradient is ``-1 / (p_t N)`` at the target and 0 elsewhere.
+    Derived in docs/derivations.md, "Cross-entropy on probabilities". The
+    gradient is ``-1 / (p_t N)`` at the target and 0 elsewhere.
     Probabilities are clamped from below at ``eps`` (1e-7 for float32, 1e-12
     for float64) in both the loss and the gradient, so a zero probability
     gives a large finite loss instead of inf.
@@ -137,8 +141,8 @@ def mse_loss(pred, target, *, reduction="mean", half=False, backend="numba", _bu
     """Squared error ``c * sum (pred - target)**2`` with gradient ``2c (pred - target)``.
 
     ``c`` is ``1/numel`` for ``"mean"`` (PyTorch's ``MSELoss``), 1 for
-    ``"sum"``, and is halved by ``half=True``. Seed 001's gradient ``h - y``
-    is ``reduction="sum", half=True``.
+    ``"sum"``, and is halved by ``half=True``. The gradient ``h - y`` of
+    docs/derivations.md, "Squared error" is ``reduction="sum", half=True``.
 
     Parameters
     ----------
@@ -216,6 +220,18 @@ class Loss:
             raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
         return self._grad
 
+    def clone(self, **changes) -> Loss:
+        """A copy with its own buffers, and the attributes in ``changes`` set (e.g. ``reduction="sum"``)."""
+        twin = copy.copy(self)
+        for name, value in changes.items():
+            if not hasattr(self, name):
+                raise TypeError(f"{name}: not an attribute of {type(self).__name__}")
+            setattr(twin, name, value)
+        if "reduction" in changes:
+            v.choice(twin.reduction, "reduction", REDUCTIONS)
+        twin._bufs, twin._grad = _Buffers(), None
+        return twin
+
     def __repr__(self):
         return f"{type(self).__name__}(reduction={self.reduction!r})"
 
@@ -250,7 +266,10 @@ class CrossEntropy(Loss):
 
 
 class MSELoss(Loss):
-    """Squared error; see :func:`mse_loss` (``half=True, reduction="sum"`` is seed 001's)."""
+    """Squared error; see :func:`mse_loss`.
+
+    ``half=True, reduction="sum"`` gives ``h - y``: docs/derivations.md, "Squared error".
+    """
 
     def __init__(self, reduction="mean", half=False, backend="numba"):
         super().__init__(reduction, backend)

@@ -12,8 +12,9 @@ class Sequential:
     """Layers applied in order.
 
     ``forward(x)`` runs each layer's ``forward``; ``backward(dy=None)`` runs
-    their ``backward`` in reverse (``dy=None`` means an upstream of ones, seed
-    002) and leaves every parameter's ``.grad`` overwritten.
+    their ``backward`` in reverse (``dy=None`` means an upstream of ones:
+    docs/derivations.md, "Matmul gradients and the upstream of ones") and
+    leaves every parameter's ``.grad`` overwritten.
 
     Parameters
     ----------

@@ -6,8 +6,9 @@ or its numpy twin (``backend="numpy"``). Matmuls are BLAS calls through
 ``numpy.matmul``. Arrays keep their dtype: float32 in, float32 out.
 
 Row-major layout is the default (``y = x @ W + b``, ``x`` (batch, in), ``W``
-(in, out)); the ``*_cm`` functions give the column-major form of seeds 001
-and 003 (``f = W @ g + b``, ``W`` (out, in), ``g`` (in, batch)).
+(in, out)); the ``*_cm`` functions give the column-major form (``f = W @ g + b``,
+``W`` (out, in), ``g`` (in, batch)); both are derived in docs/derivations.md,
+"Linear layer, row-major" and "Linear layer, column-major".
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def bias_grad(dy, *, out=None, backend="numba"):
 
 
 def linear_backward(dy, x, W, *, bias=True, backend="numba"):
-    """Gradients of ``y = x @ W + b`` given ``dy = dL/dy`` (seeds 000 and 004).
+    """Gradients of ``y = x @ W + b`` given ``dy = dL/dy`` (docs/derivations.md, "Linear layer, row-major").
 
     Parameters
     ----------
@@ -139,8 +140,9 @@ def _upstream_and_output(dy, y):
 def activation_backward(dy, y, name, *, out=None, backend="numba"):
     """``dx`` from the upstream ``dy`` and the forward output ``y``, both (batch, m).
 
-    relu: ``dy * (y > 0)``; sigmoid: ``dy * y * (1 - y)`` (seed 001); tanh:
+    relu: ``dy * (y > 0)``; sigmoid: ``dy * y * (1 - y)``; tanh:
     ``dy * (1 - y**2)``; identity: ``dy``. ``out`` may be ``dy`` for in place.
+    Derivations: docs/derivations.md, "ReLU", "Sigmoid", "Tanh".
     """
     mod = get(backend)
     code = activation_code(name)
@@ -166,12 +168,21 @@ def tanh(x, **kw):
 
 
 def relu_backward(dy, y, **kw):
-    """``dy * (y > 0)``: the derivative at exactly 0 is taken as 0 (see README)."""
+    """``dy * (y > 0)``: the derivative at exactly 0 is taken as 0 (docs/derivations.md, "ReLU").
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbp import ops
+    >>> y = ops.relu(np.array([[-2.0, 0.0, 0.5, 3.0]]))
+    >>> ops.relu_backward(np.array([[1.0, 2.0, 3.0, 4.0]]), y)
+    array([[0., 0., 3., 4.]])
+    """
     return activation_backward(dy, y, "relu", **kw)
 
 
 def sigmoid_backward(dy, y, **kw):
-    """``dy * y * (1 - y)`` (seed 001)."""
+    """``dy * y * (1 - y)`` (docs/derivations.md, "Sigmoid")."""
     return activation_backward(dy, y, "sigmoid", **kw)
 
 
@@ -190,7 +201,10 @@ def softmax(x, *, out=None, backend="numba"):
 
 
 def softmax_backward(dy, y, *, out=None, backend="numba"):
-    """Softmax Jacobian-vector product per row: ``dx = y * (dy - sum(dy * y))`` (seed 003)."""
+    """Softmax Jacobian-vector product per row: ``dx = y * (dy - sum(dy * y))``.
+
+    Derivation: docs/derivations.md, "Softmax Jacobian".
+    """
     mod = get(backend)
     dy, y = _upstream_and_output(dy, y)
     dx = _out(out, "out", y.shape, y.dtype)
@@ -199,11 +213,12 @@ def softmax_backward(dy, y, *, out=None, backend="numba"):
 
 
 def matmul_backward(A, B, G=None, *, backend="numba"):
-    """Gradients of ``Z = A @ B`` (seed 002): ``dA = G @ B.T``, ``dB = A.T @ G``.
+    """Gradients of ``Z = A @ B``: ``dA = G @ B.T``, ``dB = A.T @ G``.
 
     ``G=None`` means an upstream of ones (``Z`` is the final output, ``y = sum Z``):
     then every row of ``dA`` is ``B.sum(axis=1)`` and every column of ``dB`` is
     ``A.sum(axis=0)``, which the numba backend computes without the matmuls.
+    Derivation: docs/derivations.md, "Matmul gradients and the upstream of ones".
 
     Parameters
     ----------
@@ -212,6 +227,22 @@ def matmul_backward(A, B, G=None, *, backend="numba"):
     Returns
     -------
     dA : (m, k), dB : (k, n)
+
+    Examples
+    --------
+    The worked example of the derivation, with ``G=None``:
+
+    >>> import numpy as np
+    >>> from fastbp import ops
+    >>> A = np.array([[1.0, 2.0], [3.0, 4.0]])
+    >>> B = np.array([[5.0, 6.0], [7.0, 8.0]])
+    >>> dA, dB = ops.matmul_backward(A, B)
+    >>> dA
+    array([[11., 15.],
+           [11., 15.]])
+    >>> dB
+    array([[4., 4.],
+           [6., 6.]])
     """
     mod = get(backend)
     A = v.batch(A, "A", contiguous=False)
@@ -237,7 +268,7 @@ def matmul_backward(A, B, G=None, *, backend="numba"):
 
 
 def linear_forward_cm(W, g, b=None, *, activation=None, backend="numba"):
-    """Column-major Linear (seeds 001, 003): ``f = act(W @ g + b)``.
+    """Column-major Linear: ``f = act(W @ g + b)`` (docs/derivations.md, "Linear layer, column-major").
 
     Parameters
     ----------
@@ -258,7 +289,7 @@ def linear_forward_cm(W, g, b=None, *, activation=None, backend="numba"):
 
 
 def linear_backward_cm(df, W, g, *, bias=True, backend="numba"):
-    """Gradients of ``f = W @ g + b`` given ``df`` (out, batch) (seeds 001, 003).
+    """Gradients of ``f = W @ g + b`` given ``df`` (out, batch) (docs/derivations.md, "Linear layer, column-major").
 
     Returns
     -------

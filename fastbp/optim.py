@@ -7,19 +7,12 @@ Formulas are PyTorch's (``torch.optim.SGD`` with dampening 0, ``Adam``,
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 from . import _validate as v
 from .backend import get
 from .parameter import Parameter
-
-
-def _nonneg(x, name):
-    if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x) or x < 0:
-        raise ValueError(f"{name}: expected a finite number >= 0, got {x!r}")
-    return float(x)
 
 
 class Optimizer:
@@ -57,9 +50,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
-            raise ValueError(f"lr: expected a finite number > 0, got {value!r}")
-        self._lr = float(value)
+        self._lr = v.check(value, "lr", v.POSITIVE)
 
     def _views(self):
         # Flat views, made once: kernels walk 1-D arrays and a step allocates nothing.
@@ -128,8 +119,8 @@ class SGD(Optimizer):
     """
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, backend="numba"):
-        self.momentum = _nonneg(momentum, "momentum")
-        self.weight_decay = _nonneg(weight_decay, "weight_decay")
+        self.momentum = v.check(momentum, "momentum", v.NON_NEGATIVE)
+        self.weight_decay = v.check(weight_decay, "weight_decay", v.NON_NEGATIVE)
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov: requires momentum > 0")
@@ -164,8 +155,8 @@ class Adam(Optimizer):
         except (TypeError, ValueError):
             raise ValueError(f"betas: expected a pair (beta1, beta2), got {betas!r}") from None
         self.betas = (v.fraction(b1, "betas[0]"), v.fraction(b2, "betas[1]"))
-        self.eps = _nonneg(eps, "eps")
-        self.weight_decay = _nonneg(weight_decay, "weight_decay")
+        self.eps = v.check(eps, "eps", v.NON_NEGATIVE)
+        self.weight_decay = v.check(weight_decay, "weight_decay", v.NON_NEGATIVE)
         super().__init__(params, lr, backend)
 
     def hyperparameters(self):
@@ -201,7 +192,7 @@ def clip_grad_norm(params, max_norm, *, backend="numba") -> float:
     without scaling, for the caller to act on.
     """
     k = get(backend)
-    max_norm = _nonneg(max_norm, "max_norm")
+    max_norm = v.check(max_norm, "max_norm", v.NON_NEGATIVE)
     params = list(params)
     total = math.sqrt(sum(k.sum_squares(p.grad.reshape(-1)) for p in params))
     if math.isfinite(total) and total > max_norm:

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import math
+import numbers
 
-from ._validate import positive_int
+from . import _validate as v
+from ._validate import Interval, check, positive_int
 
 
 class _Schedule:
@@ -36,9 +38,7 @@ class StepLR(_Schedule):
     def __init__(self, optimizer, step_size, gamma=0.1):
         super().__init__(optimizer)
         self.step_size = positive_int(step_size, "step_size")
-        if not 0 < gamma <= 1:
-            raise ValueError(f"gamma: expected a value in (0, 1], got {gamma!r}")
-        self.gamma = float(gamma)
+        self.gamma = check(gamma, "gamma", Interval(numbers.Real, 0, 1, "right"))
 
     def lr_at(self, epoch):
         return self.base_lr * self.gamma ** (epoch // self.step_size)
@@ -50,11 +50,8 @@ class CosineLR(_Schedule):
     def __init__(self, optimizer, total, warmup=0, min_lr=0.0):
         super().__init__(optimizer)
         self.total = positive_int(total, "total")
-        if not 0 <= warmup < self.total:
-            raise ValueError(f"warmup: expected 0 <= warmup < total ({self.total}), got {warmup!r}")
-        if not 0 <= min_lr < self.base_lr:
-            raise ValueError(f"min_lr: expected 0 <= min_lr < lr ({self.base_lr}), got {min_lr!r}")
-        self.warmup, self.min_lr = int(warmup), float(min_lr)
+        self.warmup = check(warmup, "warmup", Interval(numbers.Integral, 0, self.total, "left"))
+        self.min_lr = check(min_lr, "min_lr", Interval(numbers.Real, 0, self.base_lr, "left"))
         if self.warmup:
             optimizer.lr = self.lr_at(0)
 
@@ -74,9 +71,10 @@ class ReduceLROnPlateau(_Schedule):
 
     def __init__(self, optimizer, factor=0.1, patience=5, threshold=1e-4, min_lr=0.0):
         super().__init__(optimizer)
-        if not 0 < factor < 1:
-            raise ValueError(f"factor: expected a value in (0, 1), got {factor!r}")
-        self.factor, self.patience, self.threshold, self.min_lr = float(factor), int(patience), threshold, min_lr
+        self.factor = check(factor, "factor", Interval(numbers.Real, 0, 1, "neither"))
+        self.patience = check(patience, "patience", Interval(numbers.Integral, 0))
+        self.threshold = check(threshold, "threshold", v.NON_NEGATIVE)
+        self.min_lr = check(min_lr, "min_lr", v.NON_NEGATIVE)
         self.best = math.inf
         self.bad = 0
 

@@ -1,8 +1,8 @@
 """The one owner of numba flags and threads in fastbp.
 
-Every kernel is compiled twice from one source by :func:`kernel`: a serial
-version and a ``prange`` version. Which one runs is decided here, never in a
-kernel, from three facts:
+Every kernel is compiled twice from one source (:func:`fastbp.jit.kernel`): a
+serial version and a ``prange`` version. Which one runs is decided here, never
+in a kernel, from three facts:
 
 * whether a thread-safe numba threading layer is loaded (``omp`` or ``tbb``;
   ``workqueue`` aborts when two Python threads launch parallel kernels at once),
@@ -22,15 +22,9 @@ import os
 import threading
 
 import numba
+from threadpoolctl import ThreadpoolController
 
-# fastmath without ``nnan``/``ninf``: softmax of +-inf logits and NaN
-# propagation must stay honest, and ``np.isnan`` must not be folded away.
-FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
-
-# ``error_model="numpy"``: a division by zero gives inf/nan like numpy instead
-# of a Python exception check that stops the loop from vectorising.
-# ``nogil``: two Python threads can run kernels at the same time.
-JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=set(FASTMATH), error_model="numpy")
+from ._validate import POSITIVE_INT, Interval, NoneValue, check
 
 # Below this many elements a kernel runs serially. Measured on the 2-core
 # development machine (docs/threading.md): a vectorised serial loop is already
@@ -47,10 +41,8 @@ def _env_int(name: str, default: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ValueError(f"{name}: expected a non-negative integer, got {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"{name}: expected a non-negative integer, got {raw!r}")
-    return value
+        raise ValueError(f"{name}: expected an int >= 0, got {raw!r}") from None
+    return check(value, name, Interval(numbers.Integral, 0))
 
 
 class _State:
@@ -67,7 +59,7 @@ _state = _State()
 _local = threading.local()  # per Python thread: a limit set by limit_threads()
 
 
-def _resolve_layer() -> bool:
+def resolve_layer() -> bool:
     """Load numba's threading layer once; True when parallel kernels may run."""
     with _state.lock:
         if _state.parallel_ok is not None:
@@ -78,8 +70,8 @@ def _resolve_layer() -> bool:
         if numba.config.THREADING_LAYER == "default" and "NUMBA_THREADING_LAYER" not in os.environ:
             numba.config.THREADING_LAYER = "threadsafe"
         # GNU OpenMP reads OMP_WAIT_POLICY once, when numba's omp layer loads it.
-        # Its default spinning starves OpenBLAS's threads (PERF-NOTES: 15x slower
-        # steps), so ask for sleeping workers for that load only and put the
+        # Its default spinning starves OpenBLAS's threads (docs/threading.md: 15x
+        # slower steps), so ask for sleeping workers for that load only and put the
         # environment back: other libraries' OpenMP copies are not ours to tune.
         saved = os.environ.get("OMP_WAIT_POLICY")
         if saved is None:
@@ -97,7 +89,8 @@ def _resolve_layer() -> bool:
         return _state.parallel_ok
 
 
-def _threads_here() -> int:
+def effective_num_threads() -> int:
+    """Threads a kernel launched from this Python thread may use: the global count, lowered by :func:`limit_threads`."""
     limit = getattr(_local, "limit", None)
     return _state.n_threads if limit is None else min(limit, _state.n_threads)
 
@@ -106,11 +99,11 @@ def use_parallel(work: int) -> bool:
     """Whether a kernel over ``work`` elements should run its parallel version."""
     if work < _state.parallel_min_work:  # the common case, checked first: it is on every kernel call
         return False
-    n_threads = _threads_here()
+    n_threads = effective_num_threads()
     if n_threads < 2:
         return False
     if _state.parallel_ok is None:
-        _resolve_layer()
+        resolve_layer()
     if not _state.parallel_ok:
         return False
     # numba's thread count is per calling thread: a new Python thread starts at
@@ -120,69 +113,9 @@ def use_parallel(work: int) -> bool:
     return True
 
 
-_cache_warned = []
-
-
-def jit(py_func, **options):
-    """``numba.njit`` with fastbp's options, falling back to no disk cache when there is nowhere to write one.
-
-    numba looks for a cache folder in ``NUMBA_CACHE_DIR``, then ``__pycache__``
-    beside the source, then the user-wide cache; with none writable,
-    ``cache=True`` raises at decoration time, which would make ``import fastbp``
-    fail. Kernels then compile in every process instead (one warning).
-    """
-    opts = {**JIT_OPTIONS, **options}
-    try:
-        return numba.njit(**opts)(py_func)
-    except RuntimeError as e:
-        if "cannot cache" not in str(e):
-            raise
-        if not _cache_warned:
-            _cache_warned.append(True)
-            import warnings
-
-            warnings.warn("fastbp: no writable numba cache folder (site-packages, ~/.cache or NUMBA_CACHE_DIR); "
-                          "kernels compile in every process. Set NUMBA_CACHE_DIR to a writable folder to cache them.",
-                          RuntimeWarning, stacklevel=3)
-        return numba.njit(**{**opts, "cache": False})(py_func)
-
-
-class Kernel:
-    """A kernel compiled serially and with ``prange``.
-
-    ``kern(*args)`` runs the parallel version when :func:`use_parallel` says so
-    for the size of the first argument (the array the kernel walks), the serial
-    one otherwise; so a kernel is called exactly like its numpy twin.
-    ``kern.serial`` and ``kern.parallel`` are the two numba dispatchers.
-    """
-
-    def __init__(self, py_func):
-        self.py_func = py_func
-        self.serial = jit(py_func)
-        self.parallel = jit(py_func, parallel=True)
-        self.__name__ = py_func.__name__
-        self.__qualname__ = py_func.__qualname__
-        self.__doc__ = py_func.__doc__
-        self.__module__ = py_func.__module__
-
-    def __call__(self, *args):
-        if use_parallel(args[0].size):
-            return self.parallel(*args)
-        return self.serial(*args)
-
-    def __repr__(self) -> str:
-        return f"<fastbp kernel {self.__qualname__}>"
-
-
-def kernel(py_func) -> Kernel:
-    """Decorator: compile ``py_func`` as a fastbp :class:`Kernel`."""
-    return Kernel(py_func)
-
-
-def _blas():
+def blas_controller():
+    """The process's threadpoolctl controller (created on first use)."""
     if _state.blas is None:
-        from threadpoolctl import ThreadpoolController
-
         _state.blas = ThreadpoolController()
     return _state.blas
 
@@ -197,15 +130,11 @@ def set_num_threads(n: int) -> None:
         default). BLAS libraries loaded in the process (numpy's OpenBLAS, and any
         other that threadpoolctl finds) are limited to ``n`` too.
     """
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"n must be an int, got {type(n).__name__}")
-    n = int(n)
-    hi = int(numba.config.NUMBA_NUM_THREADS)
-    if not 1 <= n <= hi:
-        raise ValueError(f"n must be between 1 and {hi} (NUMBA_NUM_THREADS), got {n}")
+    # The upper end is numba's NUMBA_NUM_THREADS: the most threads numba can launch.
+    n = check(n, "n", Interval(numbers.Integral, 1, int(numba.config.NUMBA_NUM_THREADS)))
     with _state.lock:
         _state.n_threads = n
-    _blas().limit(limits=n, user_api="blas")
+    blas_controller().limit(limits=n, user_api="blas")
 
 
 class _BlasLimits:
@@ -243,7 +172,7 @@ class _BlasLimits:
         target = min(self.active.values())
         if target == self.applied:
             return
-        limiter = _blas().limit(limits=target, user_api="blas")
+        limiter = blas_controller().limit(limits=target, user_api="blas")
         if self.restore is None:
             self.restore = limiter
         self.applied = target
@@ -263,11 +192,10 @@ def limit_threads(n: int | None):
     ``GridSearchCV(n_jobs=...)`` workers or a server's threads from
     oversubscribing the cores.
     """
+    n = check(n, "n_threads", NoneValue(), POSITIVE_INT)
     if n is None:
         yield
         return
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"n_threads: expected None or an int >= 1, got {n!r}")
     previous = getattr(_local, "limit", None)
     _local.limit = int(n) if previous is None else min(int(n), previous)
     token = _blas_limits.enter(int(n))
@@ -278,6 +206,22 @@ def limit_threads(n: int | None):
         _local.limit = previous
 
 
+@contextlib.contextmanager
+def parallel_min_work(n: int):
+    """Run a block with the serial/parallel threshold at ``n`` elements (process-wide; 0 makes every kernel parallel).
+
+    For tests and benchmarks; ``FASTBP_PARALLEL_MIN_WORK`` sets it for a whole process.
+    """
+    n = check(n, "n", Interval(numbers.Integral, 0))
+    with _state.lock:
+        previous, _state.parallel_min_work = _state.parallel_min_work, n
+    try:
+        yield
+    finally:
+        with _state.lock:
+            _state.parallel_min_work = previous
+
+
 def get_num_threads() -> int:
     """The thread count fastbp uses for its kernels and for BLAS."""
     return _state.n_threads
@@ -286,7 +230,7 @@ def get_num_threads() -> int:
 def threading_info() -> dict:
     """What fastbp's threading looks like now: layer, thread counts, BLAS pools."""
     if _state.parallel_ok is None and _state.n_threads > 1:
-        _resolve_layer()
+        resolve_layer()
     return {
         "n_threads": _state.n_threads,
         "numba_threading_layer": _state.layer,
@@ -294,7 +238,7 @@ def threading_info() -> dict:
         "parallel_min_work": _state.parallel_min_work,
         "blas": [
             {k: info[k] for k in ("internal_api", "num_threads", "version")}
-            for info in _blas().info()
+            for info in blas_controller().info()
             if info.get("user_api") == "blas"
         ],
     }

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import _validate as v
-from ._buffers import BufferPool
-from .backend import get
-from .losses import BCEWithLogits, CrossEntropy, Loss, SoftmaxCrossEntropy
+from .layers import Softmax
+from .loop import Batches, backward_update, count_correct, defer_interrupts, forward_loss, is_classifier, progress_bar
+from .losses import CrossEntropy, Loss, SoftmaxCrossEntropy
 from .model import Sequential
-from .optim import Optimizer, clip_grad_norm
+from .ops import softmax
+from .optim import Optimizer
 from .schedules import ReduceLROnPlateau
 
 
@@ -73,19 +70,6 @@ def _output_width(model: Sequential):
     return _input_width(model)
 
 
-def _is_classifier(loss) -> bool:
-    return isinstance(loss, (SoftmaxCrossEntropy, CrossEntropy, BCEWithLogits))
-
-
-def _correct(out: np.ndarray, y: np.ndarray, loss) -> int:
-    """Number of correct predictions in a batch (classification losses only)."""
-    if isinstance(loss, BCEWithLogits):
-        return int(((out > 0) == (y > 0.5)).all(axis=1).sum())
-    if y.ndim == 1:  # the training hot path: counted by a kernel, no temporaries
-        return int(get(loss.backend).count_hits(out, y))
-    return int((out.argmax(axis=1) == y.argmax(axis=1)).sum())
-
-
 # -- inference -----------------------------------------------------------------
 
 def predict(model: Sequential, X, *, batch_size: int = 4096) -> np.ndarray:
@@ -100,9 +84,6 @@ def predict_proba(model: Sequential, X, *, batch_size: int = 4096) -> np.ndarray
     -------
     (n, k) array of the model's dtype, rows summing to 1.
     """
-    from .layers import Softmax
-    from .ops import softmax
-
     out = model.predict(X, batch_size=batch_size)
     return out if isinstance(model.layers[-1], Softmax) else softmax(out)
 
@@ -116,10 +97,7 @@ def evaluate(model: Sequential, X, y, *, loss: Loss, batch_size: int = 4096) -> 
     """
     batch_size = v.positive_int(batch_size, "batch_size")
     X, y = _check_xy(model, X, y, loss)
-    # A private copy summing over each batch keeps the caller's loss and its buffers untouched.
-    probe = copy.copy(loss)
-    probe.reduction = "sum"
-    probe._bufs = type(loss._bufs)()
+    probe = loss.clone(reduction="sum")  # its own buffers: the caller's loss is untouched
     total, correct, n = 0.0, 0, X.shape[0]
     norm = 0.0
     for start in range(0, n, batch_size):
@@ -127,10 +105,10 @@ def evaluate(model: Sequential, X, y, *, loss: Loss, batch_size: int = 4096) -> 
         out = model.predict(xb, batch_size=batch_size)
         total += probe.forward(out, yb)
         norm += _mean_norm(loss, out, yb)
-        if _is_classifier(loss):
-            correct += _correct(out, yb, loss)
+        if is_classifier(loss):
+            correct += count_correct(out, yb, loss)
     result = {"loss": total / norm}
-    if _is_classifier(loss):
+    if is_classifier(loss):
         result["accuracy"] = correct / n
     return result
 
@@ -144,75 +122,135 @@ def _mean_norm(loss, out, y) -> float:
     return float(out.size)
 
 
-# -- Ctrl-C --------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _defer_interrupts():
-    """Hold Ctrl-C until the current step has finished, so no update is half applied."""
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
-        return
-    pending = []
-    previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum, frame):
-        if pending:  # a second Ctrl-C: stop waiting
-            previous_handler = previous if callable(previous) else signal.default_int_handler
-            previous_handler(signum, frame)
-        pending.append(signum)
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield lambda: bool(pending)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 # -- fit -----------------------------------------------------------------------
 
-def _progress_bar(total, enabled, desc):
-    if not enabled:
-        return None
+def _check_components(model, loss, optimizer) -> None:
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model: expected a fastbp Sequential, got {type(model).__name__}")
+    if not isinstance(loss, Loss):
+        raise TypeError(f"loss: expected a fastbp Loss, got {type(loss).__name__}")
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer: expected a fastbp optimizer, got {type(optimizer).__name__}")
+
+
+def _training_and_validation(model, X, y, loss, validation_data, validation_split):
+    """Checked ``(X, y)`` to train on and ``(X_val, y_val)`` or None, split off the end of the rows if asked."""
+    validation_split = v.fraction(validation_split, "validation_split")
+    X, y = _check_xy(model, X, y, loss)
+    if validation_data is not None and validation_split:
+        raise ValueError("validation_split: give either validation_data or validation_split, not both")
+    if validation_split:
+        n_val = int(round(X.shape[0] * validation_split))
+        if n_val < 1 or n_val >= X.shape[0]:
+            raise ValueError(f"validation_split: {validation_split} leaves no training or no validation rows "
+                             f"of {X.shape[0]}")
+        return X[:-n_val], y[:-n_val], (X[-n_val:], y[-n_val:])
+    if validation_data is None:
+        return X, y, None
     try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    # disable=None: tqdm turns itself off when stderr is not a terminal.
-    return tqdm(total=total, desc=desc, unit="sample", unit_scale=True, leave=False, disable=None)
+        X_val, y_val = validation_data
+    except (TypeError, ValueError):
+        raise ValueError("validation_data: expected a pair (X_val, y_val)") from None
+    return X, y, _check_xy(model, X_val, y_val, loss, "validation_data[0]", "validation_data[1]")
 
 
-def _all_finite(params) -> bool:
-    return all(np.isfinite(p.data).all() for p in params)
+class _Epoch:
+    """One pass over the training rows in a given order, with the NaN rollback and Ctrl-C checks."""
+
+    def __init__(self, model, loss, optimizer, X, y, batch_size, clip_norm, progress, epochs):
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.params = model.parameters()
+        self.batches = Batches(X, y)
+        self.n, self.batch = X.shape[0], min(batch_size, X.shape[0])
+        self.clip_norm, self.progress, self.epochs = clip_norm, progress, epochs
+        self.classifier = is_classifier(loss)
+
+    def run(self, epoch: int, order: np.ndarray, interrupted) -> tuple[dict, bool]:
+        """Train on every batch; returns ``(logs, drew_bar)`` with the loss, accuracy and throughput."""
+        safe_state = (self.model.state_dict(), self.optimizer.state_dict())  # for a NaN rollback
+        bar = progress_bar(self.n, self.progress, f"epoch {epoch}/{self.epochs}")
+        t0 = time.perf_counter()
+        total, correct = 0.0, 0
+        try:
+            for b, start in enumerate(range(0, self.n, self.batch)):
+                idx = order[start:start + self.batch]
+                xb, yb = self.batches.gather(idx)
+                out, batch_loss = forward_loss(self.model, self.loss, xb, yb)
+                if not math.isfinite(batch_loss):
+                    self._fail(batch_loss, epoch, b, start, idx.shape[0], safe_state)
+                if self.classifier:
+                    correct += count_correct(out, yb, self.loss)
+                backward_update(self.model, self.loss, self.optimizer, self.params, self.clip_norm)
+                total += batch_loss * idx.shape[0]
+                if bar is not None:
+                    bar.update(idx.shape[0])
+                    if b % 20 == 0:
+                        bar.set_postfix(loss=f"{batch_loss:.4f}", refresh=False)
+                if interrupted():
+                    raise KeyboardInterrupt(f"training interrupted after epoch {epoch}, batch {b + 1}; "
+                                            "the model holds the weights after that batch")
+        finally:
+            if bar is not None:
+                bar.close()
+        elapsed = time.perf_counter() - t0
+        logs = {"loss": total / self.n, "samples_per_sec": self.n / elapsed if elapsed > 0 else float("inf")}
+        if self.classifier:
+            logs["accuracy"] = correct / self.n
+        return logs, bar is not None
+
+    def _fail(self, batch_loss, epoch, b, start, m, safe_state):
+        where = f"epoch {epoch}, batch {b + 1} (rows {start}..{start + m - 1} of the epoch order)"
+        if not all(np.isfinite(p.data).all() for p in self.params):
+            self.model.load_state_dict(safe_state[0])
+            self.optimizer.load_state_dict(safe_state[1])
+            where += "; the parameters had become non-finite, so the model was restored to the start of the epoch"
+        raise NonFiniteLossError(f"loss became {batch_loss} at {where}. Lower the learning rate, "
+                                 "clip gradients (clip_norm=...) or check the data for NaN/inf.")
 
 
-class _Batches:
-    """Minibatches gathered by index into buffers allocated once per batch size."""
+class _Monitor:
+    """The best monitored loss so far, its epoch, and when to stop early (keeping the best weights if asked)."""
 
-    def __init__(self, X, y):
-        self.X, self.y = X, y
-        self._bufs = BufferPool()
+    def __init__(self, early_stopping, patience, min_delta, restore_best):
+        self.early_stopping, self.patience, self.min_delta = early_stopping, patience, min_delta
+        self.keep_best = early_stopping and restore_best
+        self.best, self.best_state, self.bad_epochs = math.inf, None, 0
 
-    def gather(self, idx):
-        m = idx.shape[0]
-        xb = self._bufs.get("x", (m, self.X.shape[1]), self.X.dtype)
-        yb = self._bufs.get("y", (m,) + self.y.shape[1:], self.y.dtype)
-        # mode="raise" (the default) makes numpy buffer ``out`` in a temporary;
-        # the indices come from a permutation of range(n), so "clip" never clips.
-        np.take(self.X, idx, axis=0, out=xb, mode="clip")
-        np.take(self.y, idx, axis=0, out=yb, mode="clip")
-        return xb, yb
+    def update(self, model, epoch: int, monitored: float, history: History) -> bool:
+        """Record this epoch's value; True when early stopping says stop."""
+        if monitored < self.best - self.min_delta:
+            self.best, self.bad_epochs, history.best_epoch = monitored, 0, epoch
+            if self.keep_best:
+                self.best_state = model.state_dict()
+        else:
+            self.bad_epochs += 1
+        if self.early_stopping and self.bad_epochs >= self.patience:
+            history.stopped_early = True
+        return history.stopped_early
+
+    def restore(self, model) -> None:
+        if self.keep_best and self.best_state is not None:
+            model.load_state_dict(self.best_state)
 
 
-def _forward_loss(model, loss, xb, yb):
-    out = model.forward(xb)
-    return out, loss.forward(out, yb)
+def _record(history: History, logs: dict, lr: float) -> None:
+    history.loss.append(logs["loss"])
+    history.samples_per_sec.append(logs["samples_per_sec"])
+    history.lr.append(lr)
+    if "accuracy" in logs:
+        history.accuracy.append(logs["accuracy"])
+    if "val_loss" in logs:
+        history.val_loss.append(logs["val_loss"])
+    if "val_accuracy" in logs:
+        history.val_accuracy.append(logs["val_accuracy"])
 
 
-def _backward_update(model, loss, optimizer, params, clip_norm):
-    model.backward(loss.backward(), input_grad=False)
-    if clip_norm is not None:
-        clip_grad_norm(params, clip_norm)
-    optimizer.step()
+def _validation_logs(model, loss, validation, batch: int) -> dict:
+    ev = evaluate(model, *validation, loss=loss, batch_size=max(batch, 1024))
+    logs = {"val_loss": ev["loss"]}
+    if "accuracy" in ev:
+        logs["val_accuracy"] = ev["accuracy"]
+    return logs
 
 
 def fit(model: Sequential, X, y, *, loss: Loss, optimizer: Optimizer, epochs: int = 10, batch_size: int = 32,
@@ -252,114 +290,34 @@ def fit(model: Sequential, X, y, *, loss: Loss, optimizer: Optimizer, epochs: in
     KeyboardInterrupt
         On Ctrl-C, raised after the running step completes, so the model is consistent.
     """
-    if not isinstance(model, Sequential):
-        raise TypeError(f"model: expected a fastbp Sequential, got {type(model).__name__}")
-    if not isinstance(loss, Loss):
-        raise TypeError(f"loss: expected a fastbp Loss, got {type(loss).__name__}")
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer: expected a fastbp optimizer, got {type(optimizer).__name__}")
+    _check_components(model, loss, optimizer)
     epochs = v.positive_int(epochs, "epochs")
     batch_size = v.positive_int(batch_size, "batch_size")
     patience = v.positive_int(patience, "patience")
-    validation_split = v.fraction(validation_split, "validation_split")
-    X, y = _check_xy(model, X, y, loss)
-    if validation_data is not None and validation_split:
-        raise ValueError("validation_split: give either validation_data or validation_split, not both")
-    if validation_split:
-        n_val = int(round(X.shape[0] * validation_split))
-        if n_val < 1 or n_val >= X.shape[0]:
-            raise ValueError(f"validation_split: {validation_split} leaves no training or no validation rows "
-                             f"of {X.shape[0]}")
-        X, y, validation_data = X[:-n_val], y[:-n_val], (X[-n_val:], y[-n_val:])
-    if validation_data is not None:
-        try:
-            X_val, y_val = validation_data
-        except (TypeError, ValueError):
-            raise ValueError("validation_data: expected a pair (X_val, y_val)") from None
-        X_val, y_val = _check_xy(model, X_val, y_val, loss, "validation_data[0]", "validation_data[1]")
-
-    n = X.shape[0]
+    X, y, validation = _training_and_validation(model, X, y, loss, validation_data, validation_split)
+    one_epoch = _Epoch(model, loss, optimizer, X, y, batch_size, clip_norm, progress, epochs)
+    monitor = _Monitor(early_stopping, patience, min_delta, restore_best)
     rng = np.random.default_rng(seed)
-    params = model.parameters()
-    classifier = _is_classifier(loss)
-    full = min(batch_size, n)
-    batches = _Batches(X, y)
-
-    order = np.arange(n)
+    order = np.arange(X.shape[0])
     history = History()
-    best, best_state, bad_epochs = math.inf, None, 0
     model.train()
-    with _defer_interrupts() as interrupted:
+    with defer_interrupts() as interrupted:
         for epoch in range(1, epochs + 1):
             if shuffle:
                 rng.shuffle(order)
-            safe_state = (model.state_dict(), optimizer.state_dict())  # once per epoch, for a NaN rollback
-            bar = _progress_bar(n, progress, f"epoch {epoch}/{epochs}")
-            t0 = time.perf_counter()
-            total, correct = 0.0, 0
-            for b, start in enumerate(range(0, n, full)):
-                idx = order[start:start + full]
-                xb, yb = batches.gather(idx)
-                out, batch_loss = _forward_loss(model, loss, xb, yb)
-                if not math.isfinite(batch_loss):
-                    if bar is not None:
-                        bar.close()
-                    where = f"epoch {epoch}, batch {b + 1} (rows {start}..{start + idx.shape[0] - 1} of the epoch order)"
-                    if not _all_finite(params):
-                        model.load_state_dict(safe_state[0])
-                        optimizer.load_state_dict(safe_state[1])
-                        where += "; the parameters had become non-finite, so the model was restored to the start of the epoch"
-                    raise NonFiniteLossError(f"loss became {batch_loss} at {where}. Lower the learning rate, "
-                                             "clip gradients (clip_norm=...) or check the data for NaN/inf.")
-                if classifier:
-                    correct += _correct(out, yb, loss)
-                _backward_update(model, loss, optimizer, params, clip_norm)
-                total += batch_loss * idx.shape[0]
-                if bar is not None:
-                    bar.update(idx.shape[0])
-                    if b % 20 == 0:
-                        bar.set_postfix(loss=f"{batch_loss:.4f}", refresh=False)
-                if interrupted():
-                    if bar is not None:
-                        bar.close()
-                    raise KeyboardInterrupt(f"training interrupted after epoch {epoch}, batch {b + 1}; "
-                                            "the model holds the weights after that batch")
-            elapsed = time.perf_counter() - t0
-            if bar is not None:
-                bar.close()
-            history.loss.append(total / n)
-            history.samples_per_sec.append(n / elapsed if elapsed > 0 else float("inf"))
-            history.lr.append(optimizer.lr)
-            if classifier:
-                history.accuracy.append(correct / n)
-            logs = {"loss": history.loss[-1], "samples_per_sec": history.samples_per_sec[-1]}
-            if validation_data is not None:
-                ev = evaluate(model, X_val, y_val, loss=loss, batch_size=max(full, 1024))
-                history.val_loss.append(ev["loss"])
-                logs["val_loss"] = ev["loss"]
-                if "accuracy" in ev:
-                    history.val_accuracy.append(ev["accuracy"])
-                    logs["val_accuracy"] = ev["accuracy"]
-            if classifier:
-                logs["accuracy"] = history.accuracy[-1]
+            logs, drew_bar = one_epoch.run(epoch, order, interrupted)
+            if validation is not None:
+                logs.update(_validation_logs(model, loss, validation, one_epoch.batch))
+            _record(history, logs, optimizer.lr)
             monitored = logs.get("val_loss", logs["loss"])
-            if monitored < best - min_delta:
-                best, bad_epochs, history.best_epoch = monitored, 0, epoch
-                if early_stopping and restore_best:
-                    best_state = model.state_dict()
-            else:
-                bad_epochs += 1
+            stop = monitor.update(model, epoch, monitored, history)
             if lr_schedule is not None:
                 lr_schedule.step(monitored) if isinstance(lr_schedule, ReduceLROnPlateau) else lr_schedule.step()
-            stop = any(bool(cb(epoch, logs, model)) for cb in callbacks)
-            if progress and bar is None and sys.stderr.isatty():
+            stop = any(bool(cb(epoch, logs, model)) for cb in callbacks) or stop
+            if progress and not drew_bar and sys.stderr.isatty():
                 print(f"epoch {epoch}/{epochs} " + " ".join(f"{k}={val:.4g}" for k, val in logs.items()),
                       file=sys.stderr)
-            if early_stopping and bad_epochs >= patience:
-                history.stopped_early = True
-                stop = True
             if stop:
                 break
-    if early_stopping and restore_best and best_state is not None:
-        model.load_state_dict(best_state)
+    monitor.restore(model)
     return history

@@ -4,12 +4,11 @@ import re
 
 import numpy as np
 import pytest
+from _helpers import DTYPES, SHAPES, tol
 
 from fastbp import kernels as K
 from fastbp import reference as R
 from fastbp.kernels import IDENTITY, RELU, SIGMOID, TANH
-
-from _helpers import DTYPES, SHAPES, tol
 
 VERSIONS = ["serial", "parallel"]
 
@@ -169,7 +168,7 @@ def test_kernels_keep_float32_inside(name, args):
     """No array value is promoted to double inside a float32 kernel (PERF-NOTES: 5-10x slower loops)."""
     import numba
 
-    from fastbp.threads import JIT_OPTIONS
+    from fastbp.jit import JIT_OPTIONS
 
     # Inspection is disabled for cached code, so compile an uncached copy with the same options.
     fn = numba.njit(**{**JIT_OPTIONS, "cache": False})(getattr(K, name).py_func)

@@ -2,14 +2,13 @@
 
 import numpy as np
 import pytest
+from _helpers import DTYPES, tol
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fastbp
 from fastbp import ops
-
-from _helpers import DTYPES, tol
 
 
 def mlp(dtype=np.float32, backend="numba"):

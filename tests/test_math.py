@@ -4,8 +4,8 @@ import numba
 import numpy as np
 import pytest
 
-from fastbp.kernels._math import exp
-from fastbp.threads import JIT_OPTIONS
+from fastbp.jit import JIT_OPTIONS
+from fastbp.kernels.vmath import exp
 
 
 @numba.njit(**{**JIT_OPTIONS, "cache": False})

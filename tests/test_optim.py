@@ -4,14 +4,13 @@ import math
 
 import numpy as np
 import pytest
+from _helpers import DTYPES, tol
 
 import fastbp
 from fastbp import kernels as K
 from fastbp import reference as R
 from fastbp.optim import SGD, Adam, AdamW, clip_grad_norm
 from fastbp.schedules import ConstantLR, CosineLR, ReduceLROnPlateau, StepLR
-
-from _helpers import DTYPES, tol
 
 
 @pytest.mark.parametrize("version", ["serial", "parallel"])

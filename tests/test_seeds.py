@@ -1,10 +1,12 @@
-"""The worked examples of ../shared/seeds/, with values checked by hand.
+"""The worked examples of docs/derivations.md, with values checked by hand.
 
-000: logits = h @ W + b, h (2, 3), W (3, 2): dL/dh = G @ W.T, dL/dW = h.T @ G.
-001: column-major f = W g + b, h = sigmoid(f), dLOSS/dh = h - y (half squared error).
-002: Z = a @ b with gradients=None (an upstream of ones): dZ/da = ones @ b.T, dZ/db = a.T @ ones.
-003: column-major Linear with batch-averaged gradient, softmax Jacobian, cross-entropy -1/(x_t N), ReLU.
-004: y = x @ W + b, x (., 2), W (2, 3): dL/dX = dL/dY @ W.T, dL/dW = X.T @ dL/dY, db summed over samples.
+Test names keep the numbers 000-004 of the five hand derivations; the contents
+table of docs/derivations.md maps each number to its sections:
+000, 004: "Linear layer, row-major" (004 also "Bias gradient summed over the batch").
+001: "Linear layer, column-major", "Sigmoid", "Squared error", "Sigmoid network with squared error".
+002: "Matmul gradients and the upstream of ones".
+003: "Linear layer, column-major", "Batch-averaged gradients", "Softmax Jacobian",
+     "Cross-entropy on probabilities", "Fused softmax cross-entropy", "ReLU".
 """
 
 import math
@@ -158,7 +160,7 @@ def test_seed_003_relu(backend):
     layer = fastbp.ReLU(dtype=np.float64, backend=backend)
     y = layer.forward(x)
     dx = layer.backward(dy)
-    # Seed 003: dL/dx = dL/dy * 1(x >= 0). Away from 0 both agree:
+    # The hand derivation (docs/derivations.md, "ReLU"): dL/dx = dL/dy * 1(x >= 0). Away from 0 both agree:
     away = x[0] != 0
     np.testing.assert_array_equal(dx[0][away], (dy * (x >= 0))[0][away])
     # At exactly 0 fastbp takes the derivative as 0 (PyTorch's choice): the backward

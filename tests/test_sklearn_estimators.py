@@ -296,9 +296,9 @@ def _threads_seen(est, X, y):
 
 class _Probe(MLPClassifier):
     def _fit_stochastic(self, *args, **kw):
-        from fastbp.threads import _threads_here
+        from fastbp.threads import effective_num_threads
 
-        self.threads_seen_ = (_threads_here(), *_blas_threads())
+        self.threads_seen_ = (effective_num_threads(), *_blas_threads())
         return super()._fit_stochastic(*args, **kw)
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import fastbp
+from fastbp import jit, threads
 from fastbp import kernels as K
-from fastbp import threads
 
 
 def train(seed, steps=15, batch=64):
@@ -55,11 +55,11 @@ def assert_same_runs(a, b):
 
 
 @pytest.mark.parametrize("force_parallel", [False, True])
-def test_two_models_in_two_threads_match_sequential(force_parallel, monkeypatch):
-    if force_parallel:
-        monkeypatch.setattr(threads._state, "parallel_min_work", 0)  # every kernel launches numba threads
-    seq = [train(1), train(2)]
-    conc = run_concurrently(train, [(1,), (2,)])
+def test_two_models_in_two_threads_match_sequential(force_parallel):
+    # With a threshold of 0 every kernel launches numba threads.
+    with threads.parallel_min_work(0 if force_parallel else threads.DEFAULT_PARALLEL_MIN_WORK):
+        seq = [train(1), train(2)]
+        conc = run_concurrently(train, [(1,), (2,)])
     assert_same_runs(seq, conc)
 
 
@@ -96,12 +96,10 @@ def test_set_num_threads_reaches_numba_and_blas():
         fastbp.set_num_threads(before)
 
 
-def test_numba_thread_count_follows_into_other_threads(monkeypatch):
+def test_numba_thread_count_follows_into_other_threads():
     """numba's thread count is per calling thread; fastbp's setting must win in whichever thread calls."""
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs at least 2 numba threads")  # a machine fact
-    monkeypatch.setattr(threads._state, "parallel_min_work", 0)
-    monkeypatch.setattr(threads._state, "n_threads", 2)
     seen = []
 
     def work():
@@ -109,26 +107,32 @@ def test_numba_thread_count_follows_into_other_threads(monkeypatch):
         assert threads.use_parallel(10)
         seen.append(numba.get_num_threads())
 
-    t = threading.Thread(target=work)
-    t.start()
-    t.join()
+    before = fastbp.get_num_threads()
+    try:
+        fastbp.set_num_threads(2)
+        with threads.parallel_min_work(0):
+            t = threading.Thread(target=work)
+            t.start()
+            t.join()
+    finally:
+        fastbp.set_num_threads(before)
     assert seen == [2]
 
 
 @pytest.mark.parametrize("n,err", [(0, ValueError), (10 ** 6, ValueError), (1.5, TypeError), (True, TypeError)])
 def test_set_num_threads_rejects_bad_values(n, err):
-    with pytest.raises(err, match="n must be"):
+    with pytest.raises(err, match="n: expected an int in"):
         fastbp.set_num_threads(n)
 
 
-def test_parallel_and_serial_dispatch_give_same_results(monkeypatch):
+def test_parallel_and_serial_dispatch_give_same_results():
     rng = np.random.default_rng(1)
     dy = rng.standard_normal((300, 129)).astype(np.float32)
     db_serial = np.empty(129, np.float32)
     K.bias_grad.serial(dy, db_serial, np.empty((8, 129), np.float32))
-    monkeypatch.setattr(threads._state, "parallel_min_work", 0)
     db = np.empty(129, np.float32)
-    K.bias_grad(dy, db, np.empty((8, 129), np.float32))
+    with threads.parallel_min_work(0):
+        K.bias_grad(dy, db, np.empty((8, 129), np.float32))
     np.testing.assert_array_equal(db, db_serial)  # column blocks: same order of additions per column
 
 
@@ -140,29 +144,21 @@ def test_bad_parallel_threshold_env_is_a_clear_error():
     env = dict(os.environ, FASTBP_PARALLEL_MIN_WORK="lots")
     r = subprocess.run([sys.executable, "-c", "import fastbp"], env=env, capture_output=True, text=True)
     assert r.returncode != 0
-    assert "FASTBP_PARALLEL_MIN_WORK: expected a non-negative integer, got 'lots'" in r.stderr
+    assert "FASTBP_PARALLEL_MIN_WORK: expected an int >= 0, got 'lots'" in r.stderr
 
 
-def test_jit_falls_back_to_no_cache_when_numba_has_nowhere_to_write(monkeypatch):
-    """With no writable cache folder numba refuses cache=True at decoration; fastbp must still import and run."""
-    real_njit = numba.njit
-
-    def njit_without_cache_folder(*args, **kwargs):
-        if kwargs.get("cache"):
-            def deco(fn):
-                raise RuntimeError(f"cannot cache function {fn.__name__!r}: no locator available for file 'x.py'")
-            return deco
-        return real_njit(*args, **kwargs)
-
-    monkeypatch.setattr(threads.numba, "njit", njit_without_cache_folder)
-    monkeypatch.setattr(threads, "_cache_warned", [])
+def test_jit_falls_back_to_no_cache_when_there_is_nowhere_to_write(monkeypatch, tmp_path):
+    """With no writable cache folder fastbp must still import and run its kernels (after a warning)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # a file where the cache folder would go: it cannot be created
+    monkeypatch.setattr(jit, "cache_dir", lambda: blocker / "cache")
 
     def double(a, out):
         for i in range(a.shape[0]):
             out[i] = 2 * a[i]
 
-    with pytest.warns(RuntimeWarning, match="no writable numba cache folder"):
-        k = threads.Kernel(double)
+    with pytest.warns(RuntimeWarning, match="no writable kernel cache folder"):
+        k = jit.Kernel(double)
     out = np.empty(3)
     k(np.arange(3.0), out)
     np.testing.assert_array_equal(out, [0, 2, 4])
@@ -171,17 +167,17 @@ def test_jit_falls_back_to_no_cache_when_numba_has_nowhere_to_write(monkeypatch)
 # -- limit_threads ---------------------------------------------------------------
 
 def _blas_threads():
-    return [p["num_threads"] for p in threads._blas().info() if p["user_api"] == "blas"]
+    return [p["num_threads"] for p in threads.blas_controller().info() if p["user_api"] == "blas"]
 
 
 def test_limit_threads_caps_blas_and_kernels_then_restores():
     before = _blas_threads()
     with threads.limit_threads(1):
         assert _blas_threads() == [1] * len(before)
-        assert threads._threads_here() == 1
+        assert threads.effective_num_threads() == 1
         with threads.limit_threads(2):  # an inner block cannot raise the outer limit
-            assert threads._threads_here() == 1 and _blas_threads() == [1] * len(before)
-    assert _blas_threads() == before and threads._threads_here() == fastbp.get_num_threads()
+            assert threads.effective_num_threads() == 1 and _blas_threads() == [1] * len(before)
+    assert _blas_threads() == before and threads.effective_num_threads() == fastbp.get_num_threads()
     with threads.limit_threads(None):  # None changes nothing
         assert _blas_threads() == before
 
@@ -195,7 +191,7 @@ def test_limit_threads_overlapping_in_threads_restores_the_original():
     def block(name, n, wait_for=None):
         with threads.limit_threads(n):
             inside.wait()
-            seen[name] = threads._threads_here()
+            seen[name] = threads.effective_num_threads()
             if wait_for is not None:
                 wait_for.wait()
         if wait_for is None:
@@ -213,6 +209,6 @@ def test_limit_threads_overlapping_in_threads_restores_the_original():
 
 def test_limit_threads_rejects_bad_counts():
     for bad in (0, -1, 1.5, True, "2"):
-        with pytest.raises(ValueError, match="n_threads"):
+        with pytest.raises((ValueError, TypeError), match="n_threads: expected None or an int >= 1"):
             with threads.limit_threads(bad):
                 pass

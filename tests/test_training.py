@@ -9,7 +9,7 @@ import pytest
 
 import fastbp
 from fastbp import datasets
-from fastbp.training import _Batches, _backward_update, _correct, _forward_loss
+from fastbp.loop import Batches, backward_update, count_correct, forward_loss
 
 
 def small_model(seed=0, dtype=np.float32, width=20, classes=3):
@@ -186,7 +186,7 @@ def test_training_step_allocates_nothing_after_warmup(optimizer):
     loss = fastbp.SoftmaxCrossEntropy()
     params = model.parameters()
     opt = fastbp.SGD(params, lr=0.01, momentum=0.9) if optimizer == "sgd" else fastbp.Adam(params)
-    batches = _Batches(X, y)
+    batches = Batches(X, y)
     order = np.arange(1000)
     rng = np.random.default_rng(0)
 
@@ -194,9 +194,9 @@ def test_training_step_allocates_nothing_after_warmup(optimizer):
         rng.shuffle(order)
         for start in range(0, 1000, 48):  # 20 full batches and a partial one of 40
             xb, yb = batches.gather(order[start:start + 48])
-            out, _ = _forward_loss(model, loss, xb, yb)
-            _correct(out, yb, loss)  # fit counts accuracy every step
-            _backward_update(model, loss, opt, params, 1.0)
+            out, _ = forward_loss(model, loss, xb, yb)
+            count_correct(out, yb, loss)  # fit counts accuracy every step
+            backward_update(model, loss, opt, params, 1.0)
 
     epoch()  # warm-up: buffers for both batch sizes, numba compilation
     # Every activation- or batch-sized float array of a step is >= 40 x 24 x 4 bytes;

@@ -39,8 +39,8 @@ def test_backward_before_forward_and_bad_dy(layer):
 
 
 @pytest.mark.parametrize("kwargs,err,match", [
-    (dict(in_features=0, out_features=3), ValueError, "in_features: expected a positive int, got 0"),
-    (dict(in_features=2.5, out_features=3), TypeError, "in_features: expected a positive int, got float"),
+    (dict(in_features=0, out_features=3), ValueError, "in_features: expected an int >= 1, got 0"),
+    (dict(in_features=2.5, out_features=3), TypeError, "in_features: expected an int >= 1, got float"),
     (dict(in_features=2, out_features=-1), ValueError, "out_features"),
     (dict(in_features=2, out_features=3, activation="gelu"), ValueError, "activation: expected one of"),
     (dict(in_features=2, out_features=3, dtype=np.int32), TypeError, "dtype: expected float32 or float64"),
@@ -74,7 +74,7 @@ def test_softmax_cross_entropy_rejects_bad_targets(target, err, match):
     (dict(weight=[1.0, 2.0]), ValueError, r"weight: expected shape \(4,\)"),
     (dict(weight=[1.0, -2.0, 1.0, 1.0]), ValueError, "weight: expected finite non-negative"),
     (dict(weight=[0.0, 0.0, 0.0, 0.0]), ValueError, "weights sum to 0"),
-    (dict(label_smoothing=1.0), ValueError, r"label_smoothing: expected a value in \[0.0, 1.0\)"),
+    (dict(label_smoothing=1.0), ValueError, r"label_smoothing: expected a number in \[0.0, 1.0\), got 1.0"),
     (dict(reduction="avg"), ValueError, "reduction: expected one of"),
 ])
 def test_softmax_cross_entropy_rejects_bad_options(kwargs, err, match):

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..losses import SoftmaxCrossEntropy
 from ..layers import Linear
+from ..loop import backward_update, forward_loss
+from ..losses import SoftmaxCrossEntropy
 from ..model import Sequential
 from ..optim import SGD, Adam
-from ..training import _backward_update, _forward_loss
 
 
 def make_problem(sizes=(784, 512, 256, 10), batch=256, dtype=np.float32, seed=0):
@@ -44,8 +44,8 @@ class FastbpStep:
 
     def step(self):
         # The very step fastbp.fit runs, so the benchmark measures what training does.
-        _, loss = _forward_loss(self.model, self.loss, self.x, self.y)
-        _backward_update(self.model, self.loss, self.opt, self.params, None)
+        _, loss = forward_loss(self.model, self.loss, self.x, self.y)
+        backward_update(self.model, self.loss, self.opt, self.params, None)
         return loss
 
 

@@ -11,6 +11,8 @@ import time
 
 import numpy as np
 
+from ..threads import get_num_threads
+from ..version import __version__
 from .runner import measure, torch_available
 from .sklearn_fit import format_row
 from .torch_mlp import step_flops
@@ -183,8 +185,6 @@ def plot(table, path):
 def run(full=False, json_path="fastbp-bench.json", png_path="fastbp-bench.png", threads=None, sklearn=None,
         cold=True, out=print):
     plan = FULL if full else QUICK
-    from .. import __version__
-    from ..threads import get_num_threads
 
     report = {"fastbp_version": __version__, "threads": threads or get_num_threads(), "cpu_count": os.cpu_count(),
               "plan": plan, "method": "each implementation family in its own process, taking turns in blocks "

@@ -19,18 +19,20 @@ class Worker:
     def __init__(self, threads: int | None = None):
         cmd = [sys.executable, "-m", "fastbp.bench.worker"] + (["--threads", str(threads)] if threads else [])
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ)
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # both are pipes
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
 
     def run(self, spec: dict) -> dict:
-        self.proc.stdin.write(json.dumps(spec) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
+        self.stdin.write(json.dumps(spec) + "\n")
+        self.stdin.flush()
+        line = self.stdout.readline()
         if not line:
             raise RuntimeError(f"benchmark worker exited (status {self.proc.poll()}) on {spec}")
         return json.loads(line)
 
     def close(self):
         if self.proc.poll() is None:
-            self.proc.stdin.close()
+            self.stdin.close()
             self.proc.wait(timeout=30)
 
 

@@ -21,7 +21,7 @@ def interleaved(fns: dict, *, rounds: int = 50, warmup: int = 3, min_time: float
     for _ in range(warmup):
         for fn in fns.values():
             fn()
-    times = {k: [] for k in fns}
+    times: dict[str, list[float]] = {k: [] for k in fns}
     start = time.perf_counter()
     r = 0
     while r < rounds or (time.perf_counter() - start) < min_time:

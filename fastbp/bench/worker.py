@@ -1,13 +1,32 @@
-"""A benchmark worker process: reads one JSON request per line, answers the step times.
+"""A benchmark worker process: reads one JSON request per line, answers each with one JSON line.
 
-Each implementation family runs in its own persistent process (see
-:mod:`fastbp.bench.runner`): PyTorch's OpenMP workers spin after every op and
-slow any BLAS work sharing the process with them, so torch never shares one.
+:func:`fastbp.bench.runner.measure` starts one persistent worker per family
+(``runner.FAMILY``): ``"main"`` runs ``fastbp``, ``numpy`` and ``floor``, and
+``"torch"`` runs torch alone, because PyTorch's OpenMP workers spin after every
+op and slow any BLAS work sharing the process with them. The parent starts it as
+``python -m fastbp.bench.worker [--threads N]``; ``--threads N`` (passed when
+``measure`` gets a non-zero ``threads``) calls
+:func:`fastbp.threads.set_num_threads` before the first request.
 
-Request: ``{"impl": "fastbp"|"numpy"|"floor"|"torch", "sizes": [...], "batch": int,
-"optimizer": "sgd"|"adam", "dtype": "float32", "steps": int}``; answer: a JSON list
-of seconds per step. The first request for a configuration also runs warm-up steps
-(numba compilation) and reports their time as ``{"warmup": s}`` in a first line.
+The exchange is strictly one request, then one answer, on stdin/stdout:
+
+- request: the config's keys plus ``impl`` and ``steps``, e.g.
+  ``{"sizes": [784, 512, 256, 10], "batch": 256, "optimizer": "sgd"|"adam",
+  "dtype": "float32", "impl": "fastbp"|"numpy"|"floor"|"torch", "steps": 8}``.
+  ``dtype`` is any numpy dtype name; other keys are ignored.
+- answer: ``{"times": [seconds of each of the steps], "warmup": seconds or null}``.
+  The step function is built once per process for each (impl, sizes, batch,
+  optimizer, dtype): the first request for it builds the problem
+  (:func:`fastbp.bench.mlp.make_problem`, ``seed=0``) and the step, runs 3 warm-up
+  steps (numba compilation, buffers, torch's first-call setup) and reports the
+  time of all that as ``warmup``; later requests reuse the same step function
+  (its weights keep training) and answer ``"warmup": null``.
+
+The parent turns the implementations over, ``steps`` steps per turn, and takes
+the median of all the times of an implementation. It stops a worker by closing
+its stdin: the worker's loop ends at EOF and it exits with status 0. An error in
+the worker (an unknown ``impl``, say) ends it with a traceback on the inherited
+stderr; the parent then reads EOF and raises ``RuntimeError``.
 """
 
 from __future__ import annotations

@@ -5,11 +5,8 @@ Every kernel here has a plain-numpy twin of the same name and signature in
 runs: numba does not bounds-check.
 """
 
+from ..jit import IDENTITY, RELU, SIGMOID, TANH
 from .activations import (
-    IDENTITY,
-    RELU,
-    SIGMOID,
-    TANH,
     act_backward,
     bias_act,
     softmax_backward,

@@ -7,10 +7,11 @@ the branch is outside the inner loops, so each loop stays a tight vector loop.
 import numpy as np
 from numba import prange
 
-from ..threads import kernel
-from ._math import exp
+from ..jit import IDENTITY, RELU, SIGMOID, TANH, kernel
+from .vmath import exp, exp_shifted
 
-IDENTITY, RELU, SIGMOID, TANH = 0, 1, 2, 3
+__all__ = ["IDENTITY", "RELU", "SIGMOID", "TANH", "bias_act", "act_backward", "softmax_forward",
+           "softmax_backward"]
 
 
 @kernel
@@ -83,20 +84,9 @@ def act_backward(dy, y, act, dx):
 def softmax_forward(x, y):
     """Row-wise softmax of ``x`` (n, m) into ``y`` (may be ``x``); the row max is subtracted first."""
     n, m = x.shape
-    # The same max/exp/sum as kernels.losses._exp_shifted, written out here on
-    # purpose: numba's cache would not see edits to a helper in another file.
     for i in prange(n):
-        xr = x[i]
         yr = y[i]
-        mx = xr[0]
-        for j in range(1, m):
-            if xr[j] > mx:
-                mx = xr[j]
-        s = x.dtype.type(0.0)
-        for j in range(m):
-            e = exp(xr[j] - mx)
-            yr[j] = e
-            s += e
+        _, s = exp_shifted(x[i], yr)
         inv = x.dtype.type(1.0) / s
         for j in range(m):
             yr[j] *= inv

@@ -2,7 +2,7 @@
 
 from numba import prange
 
-from ..threads import kernel
+from ..jit import kernel
 
 # Row chunks of the bias reduction: a constant, so the order of additions (and
 # so the result) is the same for any thread count and for both compiled versions.

@@ -8,27 +8,8 @@ and returns the unscaled sum of the losses as a float64 scalar.
 import numpy as np
 from numba import prange
 
-from ..threads import jit, kernel
-from ._math import exp
-
-
-# Kept in this file, next to its callers: numba's on-disk cache only notices
-# edits to a cached kernel's own file, not to helpers imported from elsewhere.
-def _exp_shifted(zr, out):
-    """``out = exp(zr - max(zr))`` for one row; returns ``(max, sum(out))``."""
-    m = zr[0]
-    for j in range(1, zr.shape[0]):
-        if zr[j] > m:
-            m = zr[j]
-    s = zr.dtype.type(0.0)
-    for j in range(zr.shape[0]):
-        e = exp(zr[j] - m)
-        out[j] = e
-        s += e
-    return m, s
-
-
-_exp_shifted = jit(_exp_shifted, inline="always")
+from ..jit import kernel
+from .vmath import exp, exp_shifted
 
 
 @kernel
@@ -58,7 +39,7 @@ def softmax_xent_labels(z, labels, weights, smoothing, scale, grad, row_loss):
         zr = z[i]
         gr = grad[i]
         t = labels[i]
-        m, s = _exp_shifted(zr, gr)
+        m, s = exp_shifted(zr, gr)
         inv_s = one / s
         w_t = weights[t] if weighted else one
         c_t = (one - smoothing) * w_t  # extra coefficient on the target class
@@ -100,7 +81,7 @@ def softmax_xent_probs(z, q, weights, smoothing, scale, grad, row_loss):
         zr = z[i]
         qr = q[i]
         gr = grad[i]
-        m, s = _exp_shifted(zr, gr)
+        m, s = exp_shifted(zr, gr)
         inv_s = one / s
         big_c = zero
         acc = zero
@@ -126,7 +107,8 @@ def xent_labels(x, labels, eps, scale, grad, row_loss):
     """Cross-entropy on probabilities ``x`` (n, k) and integer labels.
 
     ``loss_i = -log(max(x_it, eps))``; the gradient is ``-1/max(x_it, eps)``
-    times ``scale`` at the target and 0 elsewhere (seed 003: ``-1/(x_t N)``).
+    times ``scale`` at the target and 0 elsewhere (``-1/(x_t N)`` for a mean:
+    docs/derivations.md, "Cross-entropy on probabilities").
     """
     n, k = x.shape
     zero = x.dtype.type(0.0)

@@ -8,7 +8,7 @@ Each variant has its own loop so that every loop is a plain vector loop.
 import numpy as np
 from numba import prange
 
-from ..threads import kernel
+from ..jit import kernel
 
 
 @kernel

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import _validate as v
 from ..backend import zero_bias
-from ..kernels import IDENTITY, RELU, SIGMOID, TANH
+from ..jit import IDENTITY, RELU, SIGMOID, TANH
 from .base import Layer
 
 
@@ -71,7 +71,7 @@ class ReLU(_Elementwise):
 
 
 class Sigmoid(_Elementwise):
-    """``1 / (1 + exp(-x))``, finite for any ``x``; backward ``dy * y * (1 - y)`` (seed 001)."""
+    """``1 / (1 + exp(-x))``, finite for any ``x``; backward ``dy * y * (1 - y)`` (docs/derivations.md, "Sigmoid")."""
 
     _code = SIGMOID
 
@@ -83,7 +83,9 @@ class Tanh(_Elementwise):
 
 
 class Softmax(_FromOutput):
-    """Row-wise softmax; backward is the Jacobian-vector product ``y * (dy - sum(dy * y))`` (seed 003).
+    """Row-wise softmax; backward is the Jacobian-vector product ``y * (dy - sum(dy * y))``.
+
+    Derivation: docs/derivations.md, "Softmax Jacobian".
 
     To train a classifier, prefer raw logits with :class:`~fastbp.SoftmaxCrossEntropy`:
     the fused gradient is cheaper and more accurate than Softmax + CrossEntropy.

@@ -31,7 +31,10 @@ class Layer:
         return self._bufs.get(name, shape, self.dtype)
 
     def _upstream(self, dy, y: np.ndarray | None) -> np.ndarray:
-        """The upstream gradient, checked against ``y``; None means ones (seed 002)."""
+        """The upstream gradient, checked against ``y``; None means ones.
+
+        See docs/derivations.md, "Matmul gradients and the upstream of ones".
+        """
         if y is None:
             raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
         if dy is None:

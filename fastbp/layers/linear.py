@@ -9,6 +9,7 @@ from ..backend import activation_code, bias_scratch, zero_bias
 from ..parameter import Parameter
 from .base import Layer
 
+
 class Linear(Layer):
     """Fully connected layer: ``y = act(x @ W + b)``.
 
@@ -25,12 +26,14 @@ class Linear(Layer):
     ----------
     W : Parameter, (in_features, out_features)
     b : Parameter, (out_features,), or None
+    act_code : int, the activation's code for the kernels (:mod:`fastbp.jit`)
+    scratch : (CHUNKS, out_features) workspace of the bias-gradient kernel, or None without bias
 
     Notes
     -----
     ``backward(dy)`` overwrites ``W.grad`` and ``b.grad`` (no accumulation):
     ``dW = x.T @ dz``, ``db = dz.sum(axis=0)``, ``dx = dz @ W.T`` with
-    ``dz = dy * act'`` computed from the output (seeds 000, 004).
+    ``dz = dy * act'`` computed from the output (docs/derivations.md, "Linear layer, row-major").
 
     Examples
     --------
@@ -58,12 +61,12 @@ class Linear(Layer):
 
     def _wrap(self, W, b, activation, init):
         self.in_features, self.out_features = W.shape
-        self._act = activation_code(activation)
-        self.activation = activation if self._act else None  # None and "identity" mean the same
+        self.act_code = activation_code(activation)
+        self.activation = activation if self.act_code else None  # None and "identity" mean the same
         self.init = init
         self.W = Parameter(W, "W")
         self.b = Parameter(b, "b") if b is not None else None
-        self._scratch = bias_scratch(self.out_features, self.dtype) if b is not None else None
+        self.scratch = bias_scratch(self.out_features, self.dtype) if b is not None else None
         self._x = None
         self._y = None
 
@@ -105,27 +108,27 @@ class Linear(Layer):
         x = v.batch(x, "x", dtype=self.dtype, width=self.in_features, contiguous=False)
         y = self._buf("y", (x.shape[0], self.out_features))
         np.matmul(x, self.W.data, out=y)
-        self._k.bias_act(y, self._bias(), self._act)
+        self._k.bias_act(y, self._bias(), self.act_code)
         self._x, self._y = x, y
         return y
 
     def infer(self, x):
         y = np.matmul(x, self.W.data)
-        self._k.bias_act(y, self._bias(), self._act)
+        self._k.bias_act(y, self._bias(), self.act_code)
         return y
 
     def backward(self, dy=None, *, need_dx=True):
         """Fill ``W.grad``, ``b.grad``; return ``dx`` (batch, in_features), or None if not ``need_dx``."""
         y = self._y
         dy = self._upstream(dy, y)
-        if self._act:
+        if self.act_code:
             dz = self._buf("dz", y.shape)
-            self._k.act_backward(dy, y, self._act, dz)
+            self._k.act_backward(dy, y, self.act_code, dz)
         else:
             dz = dy
         np.matmul(self._x.T, dz, out=self.W.grad)
         if self.b is not None:
-            self._k.bias_grad(dz, self.b.grad, self._scratch)
+            self._k.bias_grad(dz, self.b.grad, self.scratch)
         if not need_dx:
             return None
         dx = self._buf("dx", self._x.shape)

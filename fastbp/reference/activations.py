@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ..kernels.activations import RELU, SIGMOID, TANH
+from ..jit import RELU, SIGMOID, TANH
 
 
 def _sigmoid(x, out):

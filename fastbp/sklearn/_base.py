@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,8 +23,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .. import kernels
+from ..loop import Batches, defer_interrupts
 from ..threads import limit_threads
-from ..training import _Batches, _defer_interrupts
 from . import _params
 from ._network import Network
 from ._outputs import OutputLoss, activate
@@ -80,7 +81,7 @@ class BaseMLP(BaseEstimator):
         """Per-sample weights implied by other parameters (class_weight), or None."""
         return None
 
-    _score_function = None  # accuracy_score or r2_score: what validation scores use, as in scikit-learn
+    _score_function: Callable[..., float] | None = None  # accuracy_score or r2_score: what validation scores use, as in scikit-learn
 
     # -- pickling: the layers are rebuilt from coefs_ on demand ---------------
     def __getstate__(self):
@@ -256,7 +257,7 @@ class BaseMLP(BaseEstimator):
         epoch = _Epoch(net, solver, OutputLoss(self.out_activation_, X.dtype), _Gather(X_tr, T, sw_tr),
                        batch_size, float(self.alpha))
         sample_idx = np.arange(n, dtype=int)
-        with _defer_interrupts() as interrupted:
+        with defer_interrupts() as interrupted:
             self.n_iter_ = 0
             for _ in range(self.max_iter):
                 if self.shuffle:
@@ -402,7 +403,7 @@ class _Gather:
 
     def __init__(self, X, T, sw):
         self.X, self.T, self.sw = X, T, sw
-        self._dense = None if sp.issparse(X) else _Batches(X, T)
+        self._dense = None if sp.issparse(X) else Batches(X, T)
 
     def __call__(self, idx):
         wb = None if self.sw is None else self.sw[idx]

@@ -13,28 +13,55 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from ._base import BaseMLP
 from ._outputs import log_activate
 
-_COMMON_DOC = """
-    Parameters
-    ----------
-    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, learning_rate_init,
-    power_t, max_iter, shuffle, random_state, tol, verbose, warm_start, momentum, nesterovs_momentum,
-    early_stopping, validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun
-        As in scikit-learn, with the same defaults and meanings. ``solver`` is
-        ``"sgd"`` or ``"adam"``: ``"lbfgs"`` is refused with a clear error.
-        ``max_fun`` only concerns L-BFGS, so it is checked and has no effect.
-    dtype : None, "float32" or "float64", default=None
-        The dtype the network trains and predicts in. None follows the input
-        of the first ``fit``: float32 stays float32 end to end, float64 stays
-        float64, other inputs become float64 (as scikit-learn). Later calls
-        convert their input to the fitted dtype.
-    n_threads : int or None, default=None
-        Threads for fastbp's kernels and for BLAS during ``fit`` and
-        prediction. None uses the process settings (which joblib's workers
-        already limit); an int caps both for the call, e.g. 1 when several
-        models train in threads of one process.
+# The parameter and attribute descriptions both estimators share, written once.
+# Each class docstring holds a line ``{shared parameters}`` / ``{shared attributes}``
+# that _fill_doc replaces with this text, at that line's indentation.
+_SHARED_PARAMETERS = """\
+hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, learning_rate_init,
+power_t, max_iter, shuffle, random_state, tol, verbose, warm_start, momentum, nesterovs_momentum,
+early_stopping, validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun
+    As in scikit-learn, with the same defaults and meanings. ``solver`` is
+    ``"sgd"`` or ``"adam"``: ``"lbfgs"`` is refused with a clear error.
+    ``max_fun`` only concerns L-BFGS, so it is checked and has no effect.
+dtype : None, "float32" or "float64", default=None
+    The dtype the network trains and predicts in. None follows the input
+    of the first ``fit``: float32 stays float32 end to end, float64 stays
+    float64, other inputs become float64 (as scikit-learn). Later calls
+    convert their input to the fitted dtype.
+n_threads : int or None, default=None
+    Threads for fastbp's kernels and for BLAS during ``fit`` and
+    prediction. None uses the process settings (which joblib's workers
+    already limit); an int caps both for the call, e.g. 1 when several
+    models train in threads of one process.
+"""
+
+_SHARED_ATTRIBUTES = """\
+loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_, coefs_, intercepts_,
+n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_
+    As in scikit-learn. ``coefs_[i]`` has shape (units in, units out).
 """
 
 
+_SHARED_DOC = {"{shared parameters}": _SHARED_PARAMETERS, "{shared attributes}": _SHARED_ATTRIBUTES}
+
+
+def _fill_doc(cls):
+    """Put the shared descriptions into ``cls.__doc__`` (a no-op when docstrings are stripped, ``-OO``)."""
+    if not cls.__doc__:
+        return cls
+    lines = []
+    for line in cls.__doc__.splitlines(keepends=True):
+        text = _SHARED_DOC.get(line.strip())
+        if text is None:
+            lines.append(line)
+        else:
+            indent = line[:len(line) - len(line.lstrip())]
+            lines.extend(indent + t if t.strip() else t for t in text.splitlines(keepends=True))
+    cls.__doc__ = "".join(lines)
+    return cls
+
+
+@_fill_doc
 class MLPClassifier(ClassifierMixin, BaseMLP):
     """Multi-layer perceptron classifier: ``sklearn.neural_network.MLPClassifier``, trained by fastbp.
 
@@ -42,17 +69,20 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     With the same ``random_state`` it starts from the same weights and sees
     the same batches as scikit-learn's, and its ``loss_curve_`` agrees to
     float tolerance.
-    """ + _COMMON_DOC + """
+
+    Parameters
+    ----------
+    {shared parameters}
     class_weight : None, "balanced" or dict {class: weight}, default=None
         Multiplies each sample's weight by its class's weight (binary and
         multiclass targets; scikit-learn's MLP has no such parameter).
 
     Attributes
     ----------
-    classes_, loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_,
-    coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_,
-    out_activation_
-        As in scikit-learn. ``coefs_[i]`` has shape (units in, units out).
+    classes_ : ndarray of shape (n_classes,)
+        The class labels, in the column order of ``predict_proba``; for
+        multilabel targets, the label indices ``0 .. n_labels - 1``.
+    {shared attributes}
 
     Examples
     --------
@@ -211,12 +241,24 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         return tags
 
 
+@_fill_doc
 class MLPRegressor(RegressorMixin, BaseMLP):
     """Multi-layer perceptron regressor: ``sklearn.neural_network.MLPRegressor``, trained by fastbp.
 
     One or several outputs; ``loss="squared_error"`` (identity output) or
     ``"poisson"`` (half Poisson deviance, exponential output, ``y >= 0``).
-    """ + _COMMON_DOC + """
+
+    Parameters
+    ----------
+    loss : "squared_error" or "poisson", default="squared_error"
+        The loss minimised, as in scikit-learn; it also sets the output
+        activation (``out_activation_`` "identity" or "exp").
+    {shared parameters}
+
+    Attributes
+    ----------
+    {shared attributes}
+
     Examples
     --------
     >>> import numpy as np

@@ -55,7 +55,7 @@ class Network:
         self.segments = [(self.data[:n_weights], self.grad[:n_weights], True),
                          (self.data[n_weights:], self.grad[n_weights:], False)]
         self.weights = self.data[:n_weights]
-        self._plans = {}
+        self._plans: dict[int, tuple] = {}
 
     def wraps(self, coefs, intercepts, activation: str) -> bool:
         """Whether ``coefs``/``intercepts`` are still this network's views (the user may have replaced them)."""
@@ -74,7 +74,7 @@ class Network:
 
     def reset(self):
         """Forget the plans (at the start of a fit: the thread settings may have changed)."""
-        self._plans = {}
+        self._plans: dict[int, tuple] = {}
 
     def _plan(self, m):
         plan = self._plans.get(m)
@@ -84,7 +84,7 @@ class Network:
             plan = []
             for layer in self.layers:
                 out = (m, layer.out_features)
-                plan.append((layer.W.data, layer.b.data, layer.W.grad, layer.b.grad, layer._act, layer._scratch,
+                plan.append((layer.W.data, layer.b.data, layer.W.grad, layer.b.grad, layer.act_code, layer.scratch,
                              np.empty(out, layer.dtype), np.empty(out, layer.dtype),
                              np.empty((m, layer.in_features), layer.dtype),
                              pick(kernels.bias_act, out[0] * out[1]), pick(kernels.act_backward, out[0] * out[1]),

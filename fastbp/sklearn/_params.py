@@ -1,6 +1,8 @@
-"""Constructor-parameter checks, run at ``fit`` time as scikit-learn does.
+"""Constructor-parameter constraints of the estimators, checked at ``fit`` time as scikit-learn does.
 
-Each error names the parameter, what was expected and what was given.
+:data:`CONSTRAINTS` declares every parameter once, with :mod:`fastbp._validate`'s
+constraint objects; :func:`check` enforces them. Each error names the
+parameter, what was expected and what was given.
 """
 
 from __future__ import annotations
@@ -11,31 +13,38 @@ import numbers
 import numpy as np
 
 from .. import _validate as v
+from .._validate import POSITIVE_INT, Boolean, InstanceOf, Interval, NoneValue, Options
 
-_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
-_SOLVERS = ("sgd", "adam")
-_SCHEDULES = ("constant", "invscaling", "adaptive")
+_REAL_NON_NEG = Interval(numbers.Real, 0)
+_UNIT = Interval(numbers.Real, 0, 1, "left")  # [0, 1)
 
-
-def _real(value, name, lo, hi=math.inf, *, lo_open=False, hi_open=False):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
-    ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-    if not ok or math.isnan(value):
-        lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
-        raise ValueError(f"{name}: expected a number in {lb}{lo}, {hi}{rb}, got {value!r}")
-
-
-def _int(value, name, lo):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an int >= {lo}, got {type(value).__name__} {value!r}")
-    if value < lo:
-        raise ValueError(f"{name}: expected an int >= {lo}, got {value!r}")
-
-
-def _bool(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected True or False, got {type(value).__name__} {value!r}")
+CONSTRAINTS: dict[str, list] = {
+    "activation": [Options("identity", "logistic", "tanh", "relu")],
+    "solver": [Options("sgd", "adam")],
+    "alpha": [_REAL_NON_NEG],
+    "batch_size": [Options("auto"), POSITIVE_INT],
+    "learning_rate": [Options("constant", "invscaling", "adaptive")],
+    "learning_rate_init": [Interval(numbers.Real, 0, closed="neither")],
+    "power_t": [_REAL_NON_NEG],
+    "max_iter": [POSITIVE_INT],
+    "shuffle": [Boolean()],
+    "random_state": [NoneValue(), Interval(numbers.Integral, 0), InstanceOf(np.random.RandomState, "a RandomState"),
+                     Options(np.random, what="numpy.random")],
+    "tol": [_REAL_NON_NEG],
+    "verbose": [Boolean(), Interval(numbers.Integral)],
+    "warm_start": [Boolean()],
+    "momentum": [Interval(numbers.Real, 0, 1)],
+    "nesterovs_momentum": [Boolean()],
+    "early_stopping": [Boolean()],
+    "validation_fraction": [_UNIT],
+    "beta_1": [_UNIT],
+    "beta_2": [_UNIT],
+    "epsilon": [Interval(numbers.Real, 0, closed="neither")],
+    "n_iter_no_change": [POSITIVE_INT, Options(math.inf)],
+    "max_fun": [POSITIVE_INT],  # L-BFGS only: accepted for compatibility, no effect (as in scikit-learn)
+    "dtype": [NoneValue(), Options("float32", "float64"), InstanceOf((type, np.dtype), "a numpy float dtype")],
+    "n_threads": [NoneValue(), POSITIVE_INT],
+}
 
 
 def hidden_sizes(value) -> list[int]:
@@ -46,9 +55,8 @@ def hidden_sizes(value) -> list[int]:
     except TypeError:
         raise TypeError("hidden_layer_sizes: expected an int or a sequence of ints, "
                         f"got {type(value).__name__} {value!r}") from None
-    for s in sizes:
-        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral) or s < 1:
-            raise ValueError(f"hidden_layer_sizes: expected positive ints, got {value!r}")
+    if isinstance(value, str) or not all(POSITIVE_INT.accepts(s) for s in sizes):
+        raise ValueError(f"hidden_layer_sizes: expected positive ints, got {value!r}")
     return [int(s) for s in sizes]
 
 
@@ -67,39 +75,9 @@ def resolve_dtype(value):
 
 def check(est) -> None:
     """Check every constructor parameter of a fastbp MLP estimator."""
-    hidden_sizes(est.hidden_layer_sizes)
-    v.choice(est.activation, "activation", _ACTIVATIONS)
     if est.solver == "lbfgs":
         raise ValueError("solver: 'lbfgs' is not supported by fastbp, which implements the stochastic solvers "
                          "'sgd' and 'adam'; use scikit-learn's own MLP for L-BFGS")
-    v.choice(est.solver, "solver", _SOLVERS)
-    _real(est.alpha, "alpha", 0.0)
-    if not (isinstance(est.batch_size, str) and est.batch_size == "auto"):
-        if isinstance(est.batch_size, str):
-            raise ValueError(f"batch_size: expected 'auto' or an int >= 1, got {est.batch_size!r}")
-        v.positive_int(est.batch_size, "batch_size")
-    v.choice(est.learning_rate, "learning_rate", _SCHEDULES)
-    _real(est.learning_rate_init, "learning_rate_init", 0.0, lo_open=True)
-    _real(est.power_t, "power_t", 0.0)
-    v.positive_int(est.max_iter, "max_iter")
-    _bool(est.shuffle, "shuffle")
-    if not (est.random_state is None or est.random_state is np.random
-            or isinstance(est.random_state, np.random.RandomState)):
-        _int(est.random_state, "random_state", lo=0)
-    _real(est.tol, "tol", 0.0)
-    if isinstance(est.verbose, str) or not isinstance(est.verbose, (numbers.Integral, bool, np.bool_)):
-        raise TypeError(f"verbose: expected a bool or an int, got {type(est.verbose).__name__}")
-    _bool(est.warm_start, "warm_start")
-    _real(est.momentum, "momentum", 0.0, 1.0)
-    _bool(est.nesterovs_momentum, "nesterovs_momentum")
-    _bool(est.early_stopping, "early_stopping")
-    _real(est.validation_fraction, "validation_fraction", 0.0, 1.0, hi_open=True)
-    _real(est.beta_1, "beta_1", 0.0, 1.0, hi_open=True)
-    _real(est.beta_2, "beta_2", 0.0, 1.0, hi_open=True)
-    _real(est.epsilon, "epsilon", 0.0, lo_open=True)
-    if not (isinstance(est.n_iter_no_change, float) and est.n_iter_no_change == math.inf):
-        v.positive_int(est.n_iter_no_change, "n_iter_no_change")
-    v.positive_int(est.max_fun, "max_fun")  # L-BFGS only: accepted for compatibility, no effect (as in scikit-learn)
-    resolve_dtype(est.dtype)
-    if est.n_threads is not None:
-        v.positive_int(est.n_threads, "n_threads")
+    hidden_sizes(est.hidden_layer_sizes)
+    v.check_params({name: getattr(est, name) for name in CONSTRAINTS}, CONSTRAINTS)
+    resolve_dtype(est.dtype)  # the constraint takes types and dtypes; this checks they are float32 or float64

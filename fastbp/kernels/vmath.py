@@ -7,14 +7,17 @@ polynomial, within 2 ulp) with the ``2**n`` scale applied to the exponent bits, 
 plain arithmetic that vectorises. Results below float32's smallest normal
 are 0. float32 only; float64 keeps ``np.exp``.
 
-numba's on-disk cache does not notice edits to this file from kernels in other
-files: after changing it, delete the caches (``find fastbp -name '*.nb?' -delete``).
+:func:`exp_shifted` is the max-shifted row exponential that softmax and the
+fused losses share. Editing this file is safe: fastbp's kernel cache is keyed
+by a hash of every kernel file (:func:`fastbp.jit.cache_dir`).
 """
 
 import numpy as np
 from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic, overload
+
+from ..jit import jit
 
 
 @intrinsic
@@ -74,3 +77,20 @@ def _exp_overload(x):
         return x if x != x else y  # NaN passes through
 
     return impl
+
+
+def _exp_shifted(zr, out):
+    """``out = exp(zr - max(zr))`` for one row; returns ``(max, sum(out))``."""
+    m = zr[0]
+    for j in range(1, zr.shape[0]):
+        if zr[j] > m:
+            m = zr[j]
+    s = zr.dtype.type(0.0)
+    for j in range(zr.shape[0]):
+        e = exp(zr[j] - m)
+        out[j] = e
+        s += e
+    return m, s
+
+
+exp_shifted = jit(_exp_shifted, inline="always")

@@ -1,0 +1,104 @@
+"""The pieces of a training loop: minibatches, one step, accuracy counts, Ctrl-C, progress.
+
+Shared by :func:`fastbp.fit`, the :mod:`fastbp.sklearn` estimators and the
+benchmarks, so that each times and runs the same step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+import numpy as np
+
+from ._buffers import BufferPool
+from .backend import get
+from .losses import BCEWithLogits, CrossEntropy, SoftmaxCrossEntropy
+from .optim import clip_grad_norm
+
+
+class Batches:
+    """Minibatches of ``X`` (n, d) and ``y`` (n, ...) gathered by index into buffers allocated once per batch size."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray):
+        self.X, self.y = X, y
+        self._bufs = BufferPool()
+
+    def gather(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``idx`` (m,) of ``X`` and ``y``, in reused buffers: (m, d) and (m, ...)."""
+        m = idx.shape[0]
+        xb = self._bufs.get("x", (m, self.X.shape[1]), self.X.dtype)
+        yb = self._bufs.get("y", (m,) + self.y.shape[1:], self.y.dtype)
+        # mode="raise" (the default) makes numpy buffer ``out`` in a temporary;
+        # the indices come from a permutation of range(n), so "clip" never clips.
+        np.take(self.X, idx, axis=0, out=xb, mode="clip")
+        np.take(self.y, idx, axis=0, out=yb, mode="clip")
+        return xb, yb
+
+
+def forward_loss(model, loss, xb: np.ndarray, yb: np.ndarray) -> tuple[np.ndarray, float]:
+    """The model's output for ``xb`` and the loss against ``yb``."""
+    out = model.forward(xb)
+    return out, loss.forward(out, yb)
+
+
+def backward_update(model, loss, optimizer, params, clip_norm: float | None) -> None:
+    """Backpropagate the last :func:`forward_loss`, clip the global gradient norm if asked, and step."""
+    model.backward(loss.backward(), input_grad=False)
+    if clip_norm is not None:
+        clip_grad_norm(params, clip_norm)
+    optimizer.step()
+
+
+def is_classifier(loss) -> bool:
+    """Whether ``loss`` trains a classifier (so accuracy means something)."""
+    return isinstance(loss, (SoftmaxCrossEntropy, CrossEntropy, BCEWithLogits))
+
+
+def count_correct(out: np.ndarray, y: np.ndarray, loss) -> int:
+    """Correct predictions in a batch: ``out`` (n, k) against labels (n,) or targets (n, k)."""
+    if isinstance(loss, BCEWithLogits):
+        return int(((out > 0) == (y > 0.5)).all(axis=1).sum())
+    if y.ndim == 1:  # the training hot path: counted by a kernel, no temporaries
+        return int(get(loss.backend).count_hits(out, y))
+    return int((out.argmax(axis=1) == y.argmax(axis=1)).sum())
+
+
+@contextlib.contextmanager
+def defer_interrupts():
+    """Hold Ctrl-C until the current step has finished, so no update is half applied.
+
+    Yields a function that says whether Ctrl-C was pressed; a second Ctrl-C
+    stops waiting. Outside the main thread signals cannot be handled, and the
+    function always says no.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    pending = []
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        if pending:  # a second Ctrl-C: stop waiting
+            previous_handler = previous if callable(previous) else signal.default_int_handler
+            previous_handler(signum, frame)
+        pending.append(signum)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(pending)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def progress_bar(total: int, enabled: bool, desc: str):
+    """A tqdm bar over ``total`` samples, or None (disabled, tqdm not installed, or stderr not a terminal)."""
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm  # optional: the ``progress`` extra
+    except ImportError:
+        return None
+    # disable=None: tqdm turns itself off when stderr is not a terminal.
+    return tqdm(total=total, desc=desc, unit="sample", unit_scale=True, leave=False, disable=None)
