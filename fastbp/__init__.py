@@ -5,7 +5,7 @@ softmax-cross-entropy, bias reduction); each has a plain-numpy twin in
 :mod:`fastbp.reference` used as test oracle and benchmark baseline.
 """
 
-from . import datasets, kernels, ops, reference, schedules
+from . import datasets, jit, kernels, ops, reference, schedules
 from .io import load, save
 from .layers import Identity, Layer, Linear, ReLU, Sigmoid, Softmax, Tanh
 from .losses import BCEWithLogits, CrossEntropy, Loss, MSELoss, SoftmaxCrossEntropy
@@ -18,11 +18,39 @@ from .version import __version__
 
 __all__ = [
     "__version__",
-    "ops", "kernels", "reference", "datasets", "schedules",
-    "SGD", "Adam", "AdamW", "clip_grad_norm",
-    "fit", "evaluate", "predict", "predict_proba", "History", "NonFiniteLossError", "save", "load",
-    "Layer", "Linear", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax",
-    "Loss", "SoftmaxCrossEntropy", "CrossEntropy", "MSELoss", "BCEWithLogits",
-    "Sequential", "Parameter",
-    "set_num_threads", "get_num_threads", "threading_info",
+    "ops",
+    "kernels",
+    "reference",
+    "datasets",
+    "schedules",
+    "jit",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "clip_grad_norm",
+    "fit",
+    "evaluate",
+    "predict",
+    "predict_proba",
+    "History",
+    "NonFiniteLossError",
+    "save",
+    "load",
+    "Layer",
+    "Linear",
+    "Identity",
+    "ReLU",
+    "Sigmoid",
+    "Tanh",
+    "Softmax",
+    "Loss",
+    "SoftmaxCrossEntropy",
+    "CrossEntropy",
+    "MSELoss",
+    "BCEWithLogits",
+    "Sequential",
+    "Parameter",
+    "set_num_threads",
+    "get_num_threads",
+    "threading_info",
 ]

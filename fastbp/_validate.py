@@ -167,8 +167,10 @@ class Options:
         self.values, self.what = values, what
 
     def takes_type(self, value) -> bool:
-        return any(type(value) is type(o) or (isinstance(o, float) and isinstance(value, numbers.Real)
-                                              and not _is_bool(value)) for o in self.values)
+        return any(
+            type(value) is type(o) or (isinstance(o, float) and isinstance(value, numbers.Real) and not _is_bool(value))
+            for o in self.values
+        )
 
     def accepts(self, value) -> bool:
         try:

@@ -72,8 +72,10 @@ def cmd_train(args) -> int:
         n_out = y.shape[1]
     X_tr, X_te, y_tr, y_te = datasets.train_test_split(X, y, test_size=args.test_size, seed=args.seed)
     sizes = [X.shape[1]] + args.hidden + [n_out]
-    layers = [fastbp.Linear(a, b, activation=args.activation if i < len(sizes) - 2 else None, dtype=dtype,
-                            seed=args.seed + i) for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+    layers = [
+        fastbp.Linear(a, b, activation=args.activation if i < len(sizes) - 2 else None, dtype=dtype, seed=args.seed + i)
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
+    ]
     model = fastbp.Sequential(*layers)
     model.metadata = metadata
     loss = fastbp.SoftmaxCrossEntropy() if classification else fastbp.MSELoss()
@@ -81,15 +83,28 @@ def cmd_train(args) -> int:
     kw = {"momentum": 0.9} if args.optimizer == "sgd" else {}
     opt = opt_cls(model.parameters(), lr=args.lr, **kw)
     print(f"data: {source}; train {len(X_tr)}, test {len(X_te)}")
-    print(f"model: {'-'.join(map(str, sizes))} {args.activation}, {dtype}, {args.optimizer} lr={args.lr}, "
-          f"batch {args.batch_size}, {args.epochs} epochs, {fastbp.get_num_threads()} threads")
-    hist = fastbp.fit(model, X_tr, y_tr, loss=loss, optimizer=opt, epochs=args.epochs, batch_size=args.batch_size,
-                      seed=args.seed, progress=not args.no_progress)
+    print(
+        f"model: {'-'.join(map(str, sizes))} {args.activation}, {dtype}, {args.optimizer} lr={args.lr}, "
+        f"batch {args.batch_size}, {args.epochs} epochs, {fastbp.get_num_threads()} threads"
+    )
+    hist = fastbp.fit(
+        model,
+        X_tr,
+        y_tr,
+        loss=loss,
+        optimizer=opt,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
     ev = fastbp.evaluate(model, X_te, y_te, loss=loss)
     rate = float(np.median(hist.samples_per_sec))
     total = time.perf_counter() - t_start
-    print(f"train loss {hist.loss[-1]:.4f}; test loss {ev['loss']:.4f}"
-          + (f"; test accuracy {ev['accuracy']:.4f}" if "accuracy" in ev else ""))
+    print(
+        f"train loss {hist.loss[-1]:.4f}; test loss {ev['loss']:.4f}"
+        + (f"; test accuracy {ev['accuracy']:.4f}" if "accuracy" in ev else "")
+    )
     print(f"throughput {rate:,.0f} samples/s (median epoch); total {total:.1f} s including compilation")
     if args.out:
         fastbp.save(model, args.out, optimizer=opt)
@@ -116,7 +131,7 @@ def cmd_predict(args) -> int:
     if args.out.endswith(".csv"):
         pred = out["predictions"].reshape(len(X), -1)
         cols = pred if "proba" not in out else np.column_stack([pred, out["proba"]])
-        head = ["prediction"] * pred.shape[1] + [f"proba_{c}" for c in meta.get("classes", [])][:cols.shape[1] - 1]
+        head = ["prediction"] * pred.shape[1] + [f"proba_{c}" for c in meta.get("classes", [])][: cols.shape[1] - 1]
         np.savetxt(args.out, cols, delimiter=",", header=",".join(head), comments="", fmt="%.8g")
     else:
         np.savez(args.out, **out)
@@ -127,8 +142,14 @@ def cmd_predict(args) -> int:
 def cmd_bench(args) -> int:
     from .bench.report import run
 
-    run(full=args.full, json_path=args.json, png_path=args.png, threads=args.threads,
-        sklearn=True if args.sklearn else None, cold=not args.no_cold_start)
+    run(
+        full=args.full,
+        json_path=args.json,
+        png_path=args.png,
+        threads=args.threads,
+        sklearn=True if args.sklearn else None,
+        cold=not args.no_cold_start,
+    )
     return 0
 
 
@@ -136,6 +157,7 @@ def cmd_info(args) -> int:
     import fastbp
 
     print(f"fastbp {fastbp.__version__}")
+    print(f"kernel cache: {fastbp.jit.cache_dir() or 'none (kernels compile in every process)'}")
     for k, val in fastbp.threading_info().items():
         print(f"{k}: {val}")
     return 0

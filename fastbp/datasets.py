@@ -21,8 +21,10 @@ def digits(dtype=np.float32):
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise ImportError("digits() needs scikit-learn, which ships the data: pip install 'fastbp[sklearn]' "
-                          "(or use fastbp.datasets.make_classification for synthetic data)") from None
+        raise ImportError(
+            "digits() needs scikit-learn, which ships the data: pip install 'fastbp[sklearn]' "
+            "(or use fastbp.datasets.make_classification for synthetic data)"
+        ) from None
     d = load_digits()
     return (d.data / 16.0).astype(v.as_dtype(dtype)), d.target.astype(np.int64)
 

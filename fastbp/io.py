@@ -23,8 +23,10 @@ from .version import __version__
 FORMAT = 1
 _MARKER = "__fastbp_format__"
 _META = "__meta__"
-_LAYERS = {cls.__name__: cls for cls in (_layers.Linear, _layers.ReLU, _layers.Sigmoid, _layers.Tanh,
-                                          _layers.Softmax, _layers.Identity)}
+_LAYERS = {
+    cls.__name__: cls
+    for cls in (_layers.Linear, _layers.ReLU, _layers.Sigmoid, _layers.Tanh, _layers.Softmax, _layers.Identity)
+}
 _OPTIMIZERS = {cls.__name__: cls for cls in (_optim.SGD, _optim.Adam, _optim.AdamW)}
 
 
@@ -138,8 +140,11 @@ def load(path, *, with_optimizer: bool = False, backend: str = "numba"):
         raise _bad(path, f"not a fastbp model file (no {_MARKER!r} entry)")
     version = int(entries[_MARKER])
     if version > FORMAT:
-        raise _bad(path, f"written by a newer fastbp (file format {version}; this fastbp reads up to "
-                         f"{FORMAT}). Upgrade fastbp to read it.")
+        raise _bad(
+            path,
+            f"written by a newer fastbp (file format {version}; this fastbp reads up to "
+            f"{FORMAT}). Upgrade fastbp to read it.",
+        )
     try:
         meta = json.loads(str(entries[_META]))
     except json.JSONDecodeError as e:
@@ -147,7 +152,7 @@ def load(path, *, with_optimizer: bool = False, backend: str = "numba"):
     arrays = {k: a for k, a in entries.items() if k.startswith(("param/", "opt/"))}
     try:
         model = _rebuild(meta, backend)
-        model.load_state_dict({k[len("param/"):]: a for k, a in arrays.items() if k.startswith("param/")})
+        model.load_state_dict({k[len("param/") :]: a for k, a in arrays.items() if k.startswith("param/")})
         model.metadata = dict(meta.get("metadata") or {})
     except (KeyError, TypeError, ValueError) as e:
         raise _bad(path, f"model entries do not match its architecture: {e}") from e

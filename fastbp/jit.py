@@ -116,8 +116,9 @@ class _Cache(FunctionCache):
     _impl_class = _CacheImpl
 
     def __init__(self, py_func, options: dict):
-        self._options_key = repr(sorted((k, sorted(v) if isinstance(v, (set, frozenset)) else v)
-                                        for k, v in options.items()))
+        self._options_key = repr(
+            sorted((k, sorted(v) if isinstance(v, (set, frozenset)) else v) for k, v in options.items())
+        )
         super().__init__(py_func)
 
     def _index_key(self, sig, codegen):
@@ -126,8 +127,9 @@ class _Cache(FunctionCache):
 
 def _renamed(py_func, suffix: str):
     """A copy of ``py_func`` whose qualified name ends in ``.suffix``: its own cache file and symbol names."""
-    f = types.FunctionType(py_func.__code__, py_func.__globals__, py_func.__name__, py_func.__defaults__,
-                           py_func.__closure__)
+    f = types.FunctionType(
+        py_func.__code__, py_func.__globals__, py_func.__name__, py_func.__defaults__, py_func.__closure__
+    )
     f.__qualname__ = f"{py_func.__qualname__}.{suffix}"
     f.__module__, f.__doc__, f.__kwdefaults__ = py_func.__module__, py_func.__doc__, py_func.__kwdefaults__
     return f
@@ -152,9 +154,12 @@ def jit(py_func, **options):
             if "cannot cache" not in str(e):
                 raise
             # One warning per process: Python's default filter shows a warning once per place.
-            warnings.warn(f"fastbp: no writable kernel cache folder ({cache_dir()}); kernels compile in every "
-                          "process. Set FASTBP_CACHE_DIR to a writable folder to cache them.",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"fastbp: no writable kernel cache folder ({cache_dir()}); kernels compile in every "
+                "process. Set FASTBP_CACHE_DIR to a writable folder to cache them.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     return dispatcher
 
 
@@ -188,4 +193,3 @@ class Kernel:
 def kernel(py_func) -> Kernel:
     """Decorator: compile ``py_func`` as a fastbp :class:`Kernel`."""
     return Kernel(py_func)
-

@@ -38,7 +38,9 @@ def _targets(target, n, k, dtype, name="target"):
         return v.labels(arr, name, n, k), None
     if arr.ndim == 2:
         return None, v.prob_rows(arr, name, (n, k), dtype)
-    raise ValueError(f"{name}: expected integer labels (batch,) or probability rows (batch, {k}), got shape {arr.shape}")
+    raise ValueError(
+        f"{name}: expected integer labels (batch,) or probability rows (batch, {k}), got shape {arr.shape}"
+    )
 
 
 def _finish(total, rows, scale, reduction):
@@ -47,8 +49,9 @@ def _finish(total, rows, scale, reduction):
     return float(total * scale) if reduction == "mean" else float(total)
 
 
-def softmax_cross_entropy(logits, target, *, weight=None, label_smoothing=0.0, reduction="mean",
-                          backend="numba", _bufs=None):
+def softmax_cross_entropy(
+    logits, target, *, weight=None, label_smoothing=0.0, reduction="mean", backend="numba", _bufs=None
+):
     """Fused softmax + cross-entropy on logits.
 
     The gradient is ``(softmax(z) - onehot) / N`` with mean reduction: the
@@ -249,8 +252,15 @@ class SoftmaxCrossEntropy(Loss):
         self.label_smoothing = v.fraction(label_smoothing, "label_smoothing")
 
     def _compute(self, pred, target):
-        return softmax_cross_entropy(pred, target, weight=self.weight, label_smoothing=self.label_smoothing,
-                                     reduction=self.reduction, backend=self.backend, _bufs=self._bufs)
+        return softmax_cross_entropy(
+            pred,
+            target,
+            weight=self.weight,
+            label_smoothing=self.label_smoothing,
+            reduction=self.reduction,
+            backend=self.backend,
+            _bufs=self._bufs,
+        )
 
 
 class CrossEntropy(Loss):
@@ -261,8 +271,9 @@ class CrossEntropy(Loss):
         self.eps = eps
 
     def _compute(self, pred, target):
-        return cross_entropy(pred, target, eps=self.eps, reduction=self.reduction, backend=self.backend,
-                             _bufs=self._bufs)
+        return cross_entropy(
+            pred, target, eps=self.eps, reduction=self.reduction, backend=self.backend, _bufs=self._bufs
+        )
 
 
 class MSELoss(Loss):
@@ -276,8 +287,7 @@ class MSELoss(Loss):
         self.half = bool(half)
 
     def _compute(self, pred, target):
-        return mse_loss(pred, target, reduction=self.reduction, half=self.half, backend=self.backend,
-                        _bufs=self._bufs)
+        return mse_loss(pred, target, reduction=self.reduction, half=self.half, backend=self.backend, _bufs=self._bufs)
 
 
 class BCEWithLogits(Loss):

@@ -74,7 +74,7 @@ class Sequential:
         x = v.batch(x, "x", dtype=self.dtype, width=width, contiguous=False)
         outs = []
         for start in range(0, x.shape[0], batch_size):
-            h = x[start:start + batch_size]
+            h = x[start : start + batch_size]
             for layer in self.layers:
                 h = layer.infer(h)
             outs.append(h)

@@ -20,13 +20,28 @@ from .backend import activation_code, bias_scratch, get, zero_bias
 from .losses import bce_with_logits, cross_entropy, mse_loss, softmax_cross_entropy
 
 __all__ = [
-    "linear_forward", "linear_backward", "bias_grad",
-    "activation", "activation_backward",
-    "relu", "relu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
-    "softmax", "softmax_backward",
-    "softmax_cross_entropy", "cross_entropy", "mse_loss", "bce_with_logits",
-    "matmul_backward", "linear_forward_cm", "linear_backward_cm",
+    "linear_forward",
+    "linear_backward",
+    "bias_grad",
+    "activation",
+    "activation_backward",
+    "relu",
+    "relu_backward",
+    "sigmoid",
+    "sigmoid_backward",
+    "tanh",
+    "tanh_backward",
+    "softmax",
+    "softmax_backward",
+    "softmax_cross_entropy",
+    "cross_entropy",
+    "mse_loss",
+    "bce_with_logits",
+    "matmul_backward",
+    "linear_forward_cm",
+    "linear_backward_cm",
 ]
+
 
 def _out(out, name, shape, dtype):
     if out is None:

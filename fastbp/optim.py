@@ -82,8 +82,12 @@ class Optimizer:
 
     def state_dict(self) -> dict:
         """Hyperparameters, step count and state arrays (copies)."""
-        return {"type": type(self).__name__, "t": self.t, "hyper": self.hyperparameters(),
-                "state": {n: [a.copy() for a in arrs] for n, arrs in self.state.items()}}
+        return {
+            "type": type(self).__name__,
+            "t": self.t,
+            "hyper": self.hyperparameters(),
+            "state": {n: [a.copy() for a in arrs] for n, arrs in self.state.items()},
+        }
 
     def load_state_dict(self, sd: dict) -> None:
         if sd.get("type") != type(self).__name__:
@@ -128,8 +132,7 @@ class SGD(Optimizer):
         super().__init__(params, lr, backend)
 
     def hyperparameters(self):
-        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
-                "weight_decay": self.weight_decay}
+        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov, "weight_decay": self.weight_decay}
 
     def _step(self):
         bufs = self._flat_state.get("momentum_buffer")
@@ -164,15 +167,14 @@ class Adam(Optimizer):
 
     def _step(self):
         b1, b2 = self.betas
-        step_size = self.lr / (1 - b1 ** self.t)
-        inv_sqrt_bc2 = 1 / math.sqrt(1 - b2 ** self.t)
+        step_size = self.lr / (1 - b1**self.t)
+        inv_sqrt_bc2 = 1 / math.sqrt(1 - b2**self.t)
         decay = 1 - self.lr * self.weight_decay if self._decoupled else 1.0
         l2 = 0.0 if self._decoupled else self.weight_decay
         ms, vs = self._flat_state["exp_avg"], self._flat_state["exp_avg_sq"]
         for i, (w, g) in enumerate(self._flat):
             t = w.dtype.type
-            self._k.adam(w, g, ms[i], vs[i], t(step_size), t(inv_sqrt_bc2), t(self.eps), t(b1), t(b2), t(l2),
-                         t(decay))
+            self._k.adam(w, g, ms[i], vs[i], t(step_size), t(inv_sqrt_bc2), t(self.eps), t(b1), t(b2), t(l2), t(decay))
 
 
 class AdamW(Adam):

@@ -41,11 +41,23 @@ class History:
         return len(self.loss)
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("loss", "val_loss", "accuracy", "val_accuracy", "lr",
-                                               "samples_per_sec", "best_epoch", "stopped_early")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "loss",
+                "val_loss",
+                "accuracy",
+                "val_accuracy",
+                "lr",
+                "samples_per_sec",
+                "best_epoch",
+                "stopped_early",
+            )
+        }
 
 
 # -- data checks ---------------------------------------------------------------
+
 
 def _input_width(model: Sequential):
     return getattr(model.layers[0], "in_features", None)
@@ -71,6 +83,7 @@ def _output_width(model: Sequential):
 
 
 # -- inference -----------------------------------------------------------------
+
 
 def predict(model: Sequential, X, *, batch_size: int = 4096) -> np.ndarray:
     """Model outputs for ``X`` (n, in), ``batch_size`` rows at a time (thread-safe)."""
@@ -101,7 +114,7 @@ def evaluate(model: Sequential, X, y, *, loss: Loss, batch_size: int = 4096) -> 
     total, correct, n = 0.0, 0, X.shape[0]
     norm = 0.0
     for start in range(0, n, batch_size):
-        xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+        xb, yb = X[start : start + batch_size], y[start : start + batch_size]
         out = model.predict(xb, batch_size=batch_size)
         total += probe.forward(out, yb)
         norm += _mean_norm(loss, out, yb)
@@ -124,6 +137,7 @@ def _mean_norm(loss, out, y) -> float:
 
 # -- fit -----------------------------------------------------------------------
 
+
 def _check_components(model, loss, optimizer) -> None:
     if not isinstance(model, Sequential):
         raise TypeError(f"model: expected a fastbp Sequential, got {type(model).__name__}")
@@ -142,8 +156,9 @@ def _training_and_validation(model, X, y, loss, validation_data, validation_spli
     if validation_split:
         n_val = int(round(X.shape[0] * validation_split))
         if n_val < 1 or n_val >= X.shape[0]:
-            raise ValueError(f"validation_split: {validation_split} leaves no training or no validation rows "
-                             f"of {X.shape[0]}")
+            raise ValueError(
+                f"validation_split: {validation_split} leaves no training or no validation rows of {X.shape[0]}"
+            )
         return X[:-n_val], y[:-n_val], (X[-n_val:], y[-n_val:])
     if validation_data is None:
         return X, y, None
@@ -173,7 +188,7 @@ class _Epoch:
         total, correct = 0.0, 0
         try:
             for b, start in enumerate(range(0, self.n, self.batch)):
-                idx = order[start:start + self.batch]
+                idx = order[start : start + self.batch]
                 xb, yb = self.batches.gather(idx)
                 out, batch_loss = forward_loss(self.model, self.loss, xb, yb)
                 if not math.isfinite(batch_loss):
@@ -187,8 +202,10 @@ class _Epoch:
                     if b % 20 == 0:
                         bar.set_postfix(loss=f"{batch_loss:.4f}", refresh=False)
                 if interrupted():
-                    raise KeyboardInterrupt(f"training interrupted after epoch {epoch}, batch {b + 1}; "
-                                            "the model holds the weights after that batch")
+                    raise KeyboardInterrupt(
+                        f"training interrupted after epoch {epoch}, batch {b + 1}; "
+                        "the model holds the weights after that batch"
+                    )
         finally:
             if bar is not None:
                 bar.close()
@@ -204,8 +221,10 @@ class _Epoch:
             self.model.load_state_dict(safe_state[0])
             self.optimizer.load_state_dict(safe_state[1])
             where += "; the parameters had become non-finite, so the model was restored to the start of the epoch"
-        raise NonFiniteLossError(f"loss became {batch_loss} at {where}. Lower the learning rate, "
-                                 "clip gradients (clip_norm=...) or check the data for NaN/inf.")
+        raise NonFiniteLossError(
+            f"loss became {batch_loss} at {where}. Lower the learning rate, "
+            "clip gradients (clip_norm=...) or check the data for NaN/inf."
+        )
 
 
 class _Monitor:
@@ -253,10 +272,28 @@ def _validation_logs(model, loss, validation, batch: int) -> dict:
     return logs
 
 
-def fit(model: Sequential, X, y, *, loss: Loss, optimizer: Optimizer, epochs: int = 10, batch_size: int = 32,
-        shuffle: bool = True, seed=None, validation_data=None, validation_split: float = 0.0,
-        early_stopping: bool = False, patience: int = 10, min_delta: float = 0.0, restore_best: bool = True,
-        lr_schedule=None, clip_norm: float | None = None, callbacks=(), progress: bool = True) -> History:
+def fit(
+    model: Sequential,
+    X,
+    y,
+    *,
+    loss: Loss,
+    optimizer: Optimizer,
+    epochs: int = 10,
+    batch_size: int = 32,
+    shuffle: bool = True,
+    seed=None,
+    validation_data=None,
+    validation_split: float = 0.0,
+    early_stopping: bool = False,
+    patience: int = 10,
+    min_delta: float = 0.0,
+    restore_best: bool = True,
+    lr_schedule=None,
+    clip_norm: float | None = None,
+    callbacks=(),
+    progress: bool = True,
+) -> History:
     """Train ``model`` on ``(X, y)`` with minibatch gradient descent.
 
     Parameters
@@ -315,8 +352,9 @@ def fit(model: Sequential, X, y, *, loss: Loss, optimizer: Optimizer, epochs: in
                 lr_schedule.step(monitored) if isinstance(lr_schedule, ReduceLROnPlateau) else lr_schedule.step()
             stop = any(bool(cb(epoch, logs, model)) for cb in callbacks) or stop
             if progress and not drew_bar and sys.stderr.isatty():
-                print(f"epoch {epoch}/{epochs} " + " ".join(f"{k}={val:.4g}" for k, val in logs.items()),
-                      file=sys.stderr)
+                print(
+                    f"epoch {epoch}/{epochs} " + " ".join(f"{k}={val:.4g}" for k, val in logs.items()), file=sys.stderr
+                )
             if stop:
                 break
     monitor.restore(model)

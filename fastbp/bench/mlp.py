@@ -18,8 +18,10 @@ from ..optim import SGD, Adam
 def make_problem(sizes=(784, 512, 256, 10), batch=256, dtype=np.float32, seed=0):
     """(model, x, y): a ReLU MLP with ``sizes`` and one batch of random data."""
     rng = np.random.default_rng(seed)
-    layers = [Linear(a, b, activation="relu" if i < len(sizes) - 2 else None, dtype=dtype, seed=seed + i)
-              for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+    layers = [
+        Linear(a, b, activation="relu" if i < len(sizes) - 2 else None, dtype=dtype, seed=seed + i)
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
+    ]
     x = rng.standard_normal((batch, sizes[0])).astype(dtype)
     y = rng.integers(0, sizes[-1], batch)
     return Sequential(*layers), x, y
@@ -93,8 +95,8 @@ class NumpyMLP:
         for p, g, m, v in zip(params, grads, self.m, self.v):
             m[...] = b1 * m + (1 - b1) * g
             v[...] = b2 * v + (1 - b2) * g * g
-            m_hat = m / (1 - b1 ** self.t)
-            v_hat = v / (1 - b2 ** self.t)
+            m_hat = m / (1 - b1**self.t)
+            v_hat = v / (1 - b2**self.t)
             p -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
 
 

@@ -11,16 +11,24 @@ import time
 
 import numpy as np
 
+from .. import kernels as K
+from .. import reference as R
 from ..threads import get_num_threads
 from ..version import __version__
 from .runner import measure, torch_available
 from .sklearn_fit import format_row
+from .timing import interleaved
 from .torch_mlp import step_flops
 
 MLPS = {"784-512-256-10": [784, 512, 256, 10], "1024-2048-2048-10": [1024, 2048, 2048, 10]}
 QUICK = dict(mlps=["784-512-256-10"], batches=[32, 256, 1024], optimizers=["sgd", "adam"], dtypes=["float32"], rounds=6)
-FULL = dict(mlps=list(MLPS), batches=[16, 32, 64, 128, 256, 512, 1024], optimizers=["sgd", "adam"],
-            dtypes=["float32", "float64"], rounds=8)
+FULL = dict(
+    mlps=list(MLPS),
+    batches=[16, 32, 64, 128, 256, 512, 1024],
+    optimizers=["sgd", "adam"],
+    dtypes=["float32", "float64"],
+    rounds=8,
+)
 
 
 def _sizes(mlp):
@@ -30,16 +38,22 @@ def _sizes(mlp):
 
 def step_table(plan, *, threads=None, log=print):
     impls = ["fastbp", "numpy", "floor"] + (["torch"] if torch_available() else [])
-    configs = [dict(sizes=_sizes(m), batch=b, optimizer=o, dtype=d)
-               for m in plan["mlps"] for d in plan["dtypes"] for o in plan["optimizers"] for b in plan["batches"]]
+    configs = [
+        dict(sizes=_sizes(m), batch=b, optimizer=o, dtype=d)
+        for m in plan["mlps"]
+        for d in plan["dtypes"]
+        for o in plan["optimizers"]
+        for b in plan["batches"]
+    ]
     done = []
 
     def progress(cfg):
         done.append(cfg)
         log(f"  measured {len(done)}/{len(configs)}", end="\r")
 
-    results = measure(configs, impls, rounds=plan["rounds"], threads=threads, progress=progress,
-                      handover=plan.get("handover", 0.25))
+    results = measure(
+        configs, impls, rounds=plan["rounds"], threads=threads, progress=progress, handover=plan.get("handover", 0.25)
+    )
     rows = {}
     for r in results:
         key = ("-".join(map(str, r["sizes"])), r["dtype"], r["optimizer"], r["batch"])
@@ -47,11 +61,19 @@ def step_table(plan, *, threads=None, log=print):
     table = []
     for (mlp, dtype, opt, batch), by in rows.items():
         fb = by["fastbp"]["median"]
-        row = {"mlp": mlp, "dtype": dtype, "optimizer": opt, "batch": batch, "fastbp_ms": fb * 1e3,
-               "gflops": step_flops(by["fastbp"]["sizes"], batch) / fb / 1e9,
-               "numpy_ms": by["numpy"]["median"] * 1e3, "floor_ms": by["floor"]["median"] * 1e3,
-               "speedup_vs_numpy": by["numpy"]["median"] / fb, "ratio_to_floor": fb / by["floor"]["median"],
-               "fastbp_warmup_s": by["fastbp"]["warmup"]}
+        row = {
+            "mlp": mlp,
+            "dtype": dtype,
+            "optimizer": opt,
+            "batch": batch,
+            "fastbp_ms": fb * 1e3,
+            "gflops": step_flops(by["fastbp"]["sizes"], batch) / fb / 1e9,
+            "numpy_ms": by["numpy"]["median"] * 1e3,
+            "floor_ms": by["floor"]["median"] * 1e3,
+            "speedup_vs_numpy": by["numpy"]["median"] / fb,
+            "ratio_to_floor": fb / by["floor"]["median"],
+            "fastbp_warmup_s": by["fastbp"]["warmup"],
+        }
         if "torch" in by:
             row["torch_ms"] = by["torch"]["median"] * 1e3
             row["speedup_vs_torch"] = by["torch"]["median"] / fb
@@ -60,21 +82,22 @@ def step_table(plan, *, threads=None, log=print):
 
 
 def print_step_table(table, out=print):
-    out(f"{'MLP':18s} {'dtype':7s} {'opt':4s} {'batch':>5s} {'fastbp ms':>9s} {'GFLOP/s':>8s} "
-        f"{'numpy ms':>9s} {'x numpy':>8s} {'torch ms':>9s} {'x torch':>8s} {'/floor':>7s}")
+    out(
+        f"{'MLP':18s} {'dtype':7s} {'opt':4s} {'batch':>5s} {'fastbp ms':>9s} {'GFLOP/s':>8s} "
+        f"{'numpy ms':>9s} {'x numpy':>8s} {'torch ms':>9s} {'x torch':>8s} {'/floor':>7s}"
+    )
     for r in table:
         tms = f"{r['torch_ms']:9.2f}" if "torch_ms" in r else f"{'-':>9s}"
         tx = f"{r['speedup_vs_torch']:8.2f}" if "speedup_vs_torch" in r else f"{'-':>8s}"
-        out(f"{r['mlp']:18s} {r['dtype']:7s} {r['optimizer']:4s} {r['batch']:5d} {r['fastbp_ms']:9.2f} "
-            f"{r['gflops']:8.1f} {r['numpy_ms']:9.2f} {r['speedup_vs_numpy']:8.2f} {tms} {tx} {r['ratio_to_floor']:7.2f}")
+        out(
+            f"{r['mlp']:18s} {r['dtype']:7s} {r['optimizer']:4s} {r['batch']:5d} {r['fastbp_ms']:9.2f} "
+            f"{r['gflops']:8.1f} {r['numpy_ms']:9.2f} {r['speedup_vs_numpy']:8.2f} {tms} {tx} "
+            f"{r['ratio_to_floor']:7.2f}"
+        )
 
 
 def kernel_ratios(rounds=40):
     """Fused softmax-cross-entropy forward+backward, numba vs its numpy twin."""
-    from .. import kernels as K
-    from .. import reference as R
-    from .timing import interleaved
-
     rows = []
     f = np.float32
     for n, k in ((256, 10), (1024, 1000)):
@@ -83,10 +106,19 @@ def kernel_ratios(rounds=40):
         t = rng.integers(0, k, n)
         g, rl, w = np.empty_like(z), np.empty(n, f), np.empty(0, f)
         args = (z, t, w, f(0), f(1 / n), g, rl)
-        r = interleaved({"numba": lambda a=args: K.softmax_xent_labels(*a), "numpy": lambda a=args: R.softmax_xent_labels(*a)},
-                        rounds=rounds)
-        rows.append({"kernel": "softmax_xent_labels", "shape": [n, k], "numba_us": r["numba"] * 1e6,
-                     "numpy_us": r["numpy"] * 1e6, "speedup": r["numpy"] / r["numba"]})
+        r = interleaved(
+            {"numba": lambda a=args: K.softmax_xent_labels(*a), "numpy": lambda a=args: R.softmax_xent_labels(*a)},
+            rounds=rounds,
+        )
+        rows.append(
+            {
+                "kernel": "softmax_xent_labels",
+                "shape": [n, k],
+                "numba_us": r["numba"] * 1e6,
+                "numpy_us": r["numpy"] * 1e6,
+                "speedup": r["numpy"] / r["numba"],
+            }
+        )
     return rows
 
 
@@ -117,8 +149,9 @@ def cold_start(opt="adam", repeats=3):
             runs = []
             for _ in range(repeats if label == "warm" else 1):
                 t0 = time.perf_counter()
-                res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                                     check=True)
+                res = subprocess.run(
+                    [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+                )
                 wall = time.perf_counter() - t0
                 imp, first = map(float, res.stdout.split())
                 runs.append({"import_s": imp, "import_and_first_step_s": first, "process_wall_s": wall})
@@ -156,15 +189,23 @@ def plot(table, path):
     colours = {"sgd": "tab:blue", "adam": "tab:orange"}
     for ax, (mlp, dtype) in zip(axes.flat, panels):
         for opt in ("sgd", "adam"):
-            rows = sorted((r for r in table if r["mlp"] == mlp and r["dtype"] == dtype and r["optimizer"] == opt),
-                          key=lambda r: r["batch"])
+            rows = sorted(
+                (r for r in table if r["mlp"] == mlp and r["dtype"] == dtype and r["optimizer"] == opt),
+                key=lambda r: r["batch"],
+            )
             if not rows:
                 continue
             b = [r["batch"] for r in rows]
             ax.plot(b, [r["speedup_vs_numpy"] for r in rows], color=colours[opt], marker="o", label=f"vs numpy, {opt}")
             if "speedup_vs_torch" in rows[0]:
-                ax.plot(b, [r["speedup_vs_torch"] for r in rows], color=colours[opt], marker="s", linestyle="--",
-                        label=f"vs PyTorch, {opt}")
+                ax.plot(
+                    b,
+                    [r["speedup_vs_torch"] for r in rows],
+                    color=colours[opt],
+                    marker="s",
+                    linestyle="--",
+                    label=f"vs PyTorch, {opt}",
+                )
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_xscale("log", base=2)
         ax.set_title(f"MLP {mlp}, {dtype}", fontsize=10)
@@ -172,7 +213,7 @@ def plot(table, path):
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
         ax.set_ylabel("step speed-up (x)")
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=8)
     fig.suptitle("fastbp training step vs numpy and PyTorch (medians; > 1 means fastbp is faster)", fontsize=11)
@@ -182,15 +223,29 @@ def plot(table, path):
     return True
 
 
-def run(full=False, json_path="fastbp-bench.json", png_path="fastbp-bench.png", threads=None, sklearn=None,
-        cold=True, out=print):
+def run(
+    full=False,
+    json_path="fastbp-bench.json",
+    png_path="fastbp-bench.png",
+    threads=None,
+    sklearn=None,
+    cold=True,
+    out=print,
+):
     plan = FULL if full else QUICK
 
-    report = {"fastbp_version": __version__, "threads": threads or get_num_threads(), "cpu_count": os.cpu_count(),
-              "plan": plan, "method": "each implementation family in its own process, taking turns in blocks "
-                                      "of steps; medians over all steps; warm-up excluded"}
-    out(f"fastbp {__version__} bench ({'full' if full else 'quick'}), {report['threads']} threads, "
-        f"{os.cpu_count()} cores; torch {'found' if torch_available() else 'not installed'}")
+    report = {
+        "fastbp_version": __version__,
+        "threads": threads or get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "plan": plan,
+        "method": "each implementation family in its own process, taking turns in blocks "
+        "of steps; medians over all steps; warm-up excluded",
+    }
+    out(
+        f"fastbp {__version__} bench ({'full' if full else 'quick'}), {report['threads']} threads, "
+        f"{os.cpu_count()} cores; torch {'found' if torch_available() else 'not installed'}"
+    )
     t0 = time.perf_counter()
 
     def log(msg, end="\n"):
@@ -201,13 +256,17 @@ def run(full=False, json_path="fastbp-bench.json", png_path="fastbp-bench.png", 
     print_step_table(report["steps"], out)
     report["kernels"] = kernel_ratios()
     for k in report["kernels"]:
-        out(f"fused softmax-cross-entropy {tuple(k['shape'])}: {k['numba_us']:.1f} us vs numpy twin "
-            f"{k['numpy_us']:.1f} us ({k['speedup']:.2f}x)")
+        out(
+            f"fused softmax-cross-entropy {tuple(k['shape'])}: {k['numba_us']:.1f} us vs numpy twin "
+            f"{k['numpy_us']:.1f} us ({k['speedup']:.2f}x)"
+        )
     if cold:
         report["cold_start"] = cold_start()
         c, w = report["cold_start"]["cold"], report["cold_start"]["warm"]
-        out(f"cold start (import + first Adam step, fresh process): {c['import_and_first_step_s']:.2f} s with an "
-            f"empty numba cache, {w['import_and_first_step_s']:.2f} s warm (import alone {w['import_s']:.2f} s)")
+        out(
+            f"cold start (import + first Adam step, fresh process): {c['import_and_first_step_s']:.2f} s with an "
+            f"empty numba cache, {w['import_and_first_step_s']:.2f} s warm (import alone {w['import_s']:.2f} s)"
+        )
     if sklearn if sklearn is not None else full:
         rows = sklearn_fits()
         report["sklearn"] = rows

@@ -77,8 +77,15 @@ def measure(configs, impls, *, rounds=10, block=None, threads=None, progress=Non
                     if ans["warmup"] is not None:
                         warm[impl] = ans["warmup"]
             for impl in impls:
-                results.append({**cfg, "impl": impl, "median": float(np.median(per_impl[impl])),
-                                "steps": len(per_impl[impl]), "warmup": warm.get(impl)})
+                results.append(
+                    {
+                        **cfg,
+                        "impl": impl,
+                        "median": float(np.median(per_impl[impl])),
+                        "steps": len(per_impl[impl]),
+                        "warmup": warm.get(impl),
+                    }
+                )
             if progress:
                 progress(cfg)
     finally:

@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 
+from ..datasets import make_classification
 from .timing import interleaved
 
 # name, dataset, estimator parameters, fastbp-only parameters, rounds
@@ -23,8 +24,13 @@ CASES = [
     ("784-512-256-10 adam float64", "wide", dict(hidden_layer_sizes=(512, 256), max_iter=2), {}, 5),
     # Not the same settings: scikit-learn on float64 data against fastbp told to train in float32.
     ("digits adam, fastbp dtype=float32", "digits", dict(solver="adam", max_iter=20), dict(dtype="float32"), 9),
-    ("784-512-256-10 adam, fastbp dtype=float32", "wide", dict(hidden_layer_sizes=(512, 256), max_iter=2),
-     dict(dtype="float32"), 5),
+    (
+        "784-512-256-10 adam, fastbp dtype=float32",
+        "wide",
+        dict(hidden_layer_sizes=(512, 256), max_iter=2),
+        dict(dtype="float32"),
+        5,
+    ),
 ]
 
 
@@ -36,8 +42,6 @@ def _data(name):
         X, y = load_digits(return_X_y=True)
         X = X / 16.0
     else:
-        from ..datasets import make_classification
-
         X, y = make_classification(6000, 784, 10, seed=0)
         X = X.astype(np.float64)
     if name.endswith("32"):
@@ -57,7 +61,7 @@ def _matmul_floor(X, n_classes, hidden, epochs, batch=200):
     def run():
         for _ in range(epochs):
             for start in range(0, X.shape[0], batch):
-                acts = [X[start:start + batch]]
+                acts = [X[start : start + batch]]
                 for W in Ws:
                     acts.append(acts[-1] @ W)
                 delta = acts[-1]
@@ -65,6 +69,7 @@ def _matmul_floor(X, n_classes, hidden, epochs, batch=200):
                     np.matmul(acts[i].T, delta, out=grads[i])
                     if i:
                         delta = delta @ Ws[i].T
+
     return run
 
 
@@ -81,18 +86,27 @@ def compare(cases=CASES, log=None) -> list[dict]:
         models = {"fastbp": fb.MLPClassifier(**common, **ours_only), "sklearn": sk.MLPClassifier(**common)}
         fns = {k: (lambda m=m, X=Xtr, y=ytr: m.fit(X, y)) for k, m in models.items()}
         X_floor = Xtr.astype(np.float32) if ours_only.get("dtype") == "float32" else Xtr
-        fns["floor"] = _matmul_floor(X_floor, len(np.unique(ytr)), params.get("hidden_layer_sizes", (100,)),
-                                     params["max_iter"])
+        fns["floor"] = _matmul_floor(
+            X_floor, len(np.unique(ytr)), params.get("hidden_layer_sizes", (100,)), params["max_iter"]
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tol=0: "maximum iterations reached"
             times = interleaved(fns, rounds=rounds, warmup=1)
-        row = {"case": name, "samples": int(Xtr.shape[0]), "features": int(Xtr.shape[1]),
-               "epochs": int(params["max_iter"]), "fastbp_s": times["fastbp"], "sklearn_s": times["sklearn"],
-               "speedup": times["sklearn"] / times["fastbp"], "matmul_floor_s": times["floor"],
-               "fastbp_over_floor": times["fastbp"] / times["floor"],
-               "best_possible_speedup": times["sklearn"] / times["floor"],
-               "fastbp_accuracy": float(models["fastbp"].score(Xte, yte)),
-               "sklearn_accuracy": float(models["sklearn"].score(Xte, yte)), "same_settings": not ours_only}
+        row = {
+            "case": name,
+            "samples": int(Xtr.shape[0]),
+            "features": int(Xtr.shape[1]),
+            "epochs": int(params["max_iter"]),
+            "fastbp_s": times["fastbp"],
+            "sklearn_s": times["sklearn"],
+            "speedup": times["sklearn"] / times["fastbp"],
+            "matmul_floor_s": times["floor"],
+            "fastbp_over_floor": times["fastbp"] / times["floor"],
+            "best_possible_speedup": times["sklearn"] / times["floor"],
+            "fastbp_accuracy": float(models["fastbp"].score(Xte, yte)),
+            "sklearn_accuracy": float(models["sklearn"].score(Xte, yte)),
+            "same_settings": not ours_only,
+        }
         rows.append(row)
         if log:
             log(format_row(row))
@@ -100,9 +114,11 @@ def compare(cases=CASES, log=None) -> list[dict]:
 
 
 def format_row(r) -> str:
-    return (f"{r['case']:<42} {r['fastbp_s']:6.3f} s vs {r['sklearn_s']:6.3f} s {r['speedup']:5.2f}x | "
-            f"matmul floor {r['matmul_floor_s']:6.3f} s: fastbp {r['fastbp_over_floor']:4.2f}x it, best possible "
-            f"{r['best_possible_speedup']:4.2f}x | accuracy {r['fastbp_accuracy']:.3f} vs {r['sklearn_accuracy']:.3f}")
+    return (
+        f"{r['case']:<42} {r['fastbp_s']:6.3f} s vs {r['sklearn_s']:6.3f} s {r['speedup']:5.2f}x | "
+        f"matmul floor {r['matmul_floor_s']:6.3f} s: fastbp {r['fastbp_over_floor']:4.2f}x it, best possible "
+        f"{r['best_possible_speedup']:4.2f}x | accuracy {r['fastbp_accuracy']:.3f} vs {r['sklearn_accuracy']:.3f}"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover - a measurement, run by hand

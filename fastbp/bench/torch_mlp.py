@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..threads import get_num_threads
+
 
 class TorchMLP:
     """Forward, cross-entropy, backward and ``torch.optim`` step, from the fastbp model's weights.
@@ -13,16 +15,16 @@ class TorchMLP:
     """
 
     def __init__(self, model, x, y, optimizer="sgd", lr=1e-3):
-        import torch
-
-        from ..threads import get_num_threads
+        import torch  # optional: the ``torch`` extra
 
         torch.set_num_threads(get_num_threads())
         self.torch = torch
         self.params = []
         for layer in model.layers:
-            self.params += [torch.tensor(layer.W.data.copy(), requires_grad=True),
-                            torch.tensor(layer.b.data.copy(), requires_grad=True)]
+            self.params += [
+                torch.tensor(layer.W.data.copy(), requires_grad=True),
+                torch.tensor(layer.b.data.copy(), requires_grad=True),
+            ]
         self.x = torch.from_numpy(np.ascontiguousarray(x))
         self.y = torch.from_numpy(np.asarray(y, dtype=np.int64))
         cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[optimizer]

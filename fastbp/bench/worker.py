@@ -37,11 +37,12 @@ import time
 
 import numpy as np
 
+from ..threads import set_num_threads
+from .mlp import BlasFloor, FastbpStep, NumpyMLP, make_problem
+from .torch_mlp import TorchMLP
+
 
 def _build(spec):
-    from .mlp import BlasFloor, FastbpStep, NumpyMLP, make_problem
-    from .torch_mlp import TorchMLP
-
     model, x, y = make_problem(tuple(spec["sizes"]), spec["batch"], np.dtype(spec["dtype"]), seed=0)
     impl, opt = spec["impl"], spec["optimizer"]
     if impl == "fastbp":
@@ -57,8 +58,6 @@ def _build(spec):
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--threads":
-        from ..threads import set_num_threads
-
         set_num_threads(int(sys.argv[2]))
     steps_cache = {}
     for line in sys.stdin:

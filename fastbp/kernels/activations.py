@@ -10,8 +10,7 @@ from numba import prange
 from ..jit import IDENTITY, RELU, SIGMOID, TANH, kernel
 from .vmath import exp, exp_shifted
 
-__all__ = ["IDENTITY", "RELU", "SIGMOID", "TANH", "bias_act", "act_backward", "softmax_forward",
-           "softmax_backward"]
+__all__ = ["IDENTITY", "RELU", "SIGMOID", "TANH", "bias_act", "act_backward", "softmax_forward", "softmax_backward"]
 
 
 @kernel

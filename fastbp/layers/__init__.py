@@ -1,6 +1,7 @@
 """Layers: ``forward(x) -> y`` and ``backward(dy=None) -> dx``.
 
-``linear.py`` holds :class:`Linear`; ``activations.py`` the parameter-free activation layers and Softmax; ``base.py`` the base class."""
+``base.py`` holds the base class, ``linear.py`` :class:`Linear`, and ``activations.py``
+the parameter-free activation layers and Softmax."""
 
 from .activations import Identity, ReLU, Sigmoid, Softmax, Tanh
 from .base import Layer

@@ -43,8 +43,18 @@ class Linear(Layer):
     (4, 2)
     """
 
-    def __init__(self, in_features, out_features, *, bias=True, activation=None, dtype=np.float32,
-                 init="he", seed=None, backend="numba"):
+    def __init__(
+        self,
+        in_features,
+        out_features,
+        *,
+        bias=True,
+        activation=None,
+        dtype=np.float32,
+        init="he",
+        seed=None,
+        backend="numba",
+    ):
         super().__init__(dtype, backend)
         in_features = v.positive_int(in_features, "in_features")
         out_features = v.positive_int(out_features, "out_features")
@@ -139,8 +149,13 @@ class Linear(Layer):
         return [self.W] if self.b is None else [self.W, self.b]
 
     def config(self):
-        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.b is not None,
-                "activation": self.activation, "init": self.init}
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": self.b is not None,
+            "activation": self.activation,
+            "init": self.init,
+        }
 
     def __repr__(self):
         act = f", activation={self.activation!r}" if self.activation else ""

@@ -10,7 +10,20 @@ from .losses import bce_logits, count_hits, mse, softmax_xent_labels, softmax_xe
 from .optim import adam, scale_, sgd, sum_squares
 
 __all__ = [
-    "sgd", "adam", "sum_squares", "scale_",
-    "bias_act", "act_backward", "softmax_forward", "softmax_backward", "bias_grad",
-    "softmax_xent_labels", "softmax_xent_probs", "xent_labels", "xent_probs", "mse", "bce_logits", "count_hits",
+    "sgd",
+    "adam",
+    "sum_squares",
+    "scale_",
+    "bias_act",
+    "act_backward",
+    "softmax_forward",
+    "softmax_backward",
+    "bias_grad",
+    "softmax_xent_labels",
+    "softmax_xent_probs",
+    "xent_labels",
+    "xent_probs",
+    "mse",
+    "bce_logits",
+    "count_hits",
 ]

@@ -36,10 +36,35 @@ _PREDICT_ROWS = 4096  # rows per chunk when predicting: bounds the activations' 
 class BaseMLP(BaseEstimator):
     """Shared implementation of :class:`MLPClassifier` and :class:`MLPRegressor`."""
 
-    def __init__(self, *, hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
-                 learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start,
-                 momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2, epsilon,
-                 n_iter_no_change, max_fun, dtype, n_threads):
+    def __init__(
+        self,
+        *,
+        hidden_layer_sizes,
+        activation,
+        solver,
+        alpha,
+        batch_size,
+        learning_rate,
+        learning_rate_init,
+        power_t,
+        max_iter,
+        shuffle,
+        random_state,
+        tol,
+        verbose,
+        warm_start,
+        momentum,
+        nesterovs_momentum,
+        early_stopping,
+        validation_fraction,
+        beta_1,
+        beta_2,
+        epsilon,
+        n_iter_no_change,
+        max_fun,
+        dtype,
+        n_threads,
+    ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -81,7 +106,9 @@ class BaseMLP(BaseEstimator):
         """Per-sample weights implied by other parameters (class_weight), or None."""
         return None
 
-    _score_function: Callable[..., float] | None = None  # accuracy_score or r2_score: what validation scores use, as in scikit-learn
+    _score_function: Callable[..., float] | None = (
+        None  # accuracy_score or r2_score: what validation scores use, as in scikit-learn
+    )
 
     # -- pickling: the layers are rebuilt from coefs_ on demand ---------------
     def __getstate__(self):
@@ -143,8 +170,9 @@ class BaseMLP(BaseEstimator):
         if extra is not None:
             sw = extra if sw is None else sw * extra
         if sw is not None and not sw.any():
-            raise ValueError("sample_weight: all sample weights are zero (after class_weight); "
-                             "at least one must be positive")
+            raise ValueError(
+                "sample_weight: all sample weights are zero (after class_weight); at least one must be positive"
+            )
         if Y.ndim == 1:
             Y = Y.reshape(-1, 1)
         self.n_outputs_ = Y.shape[1]
@@ -156,14 +184,18 @@ class BaseMLP(BaseEstimator):
             shapes = [np.shape(c) for c in self.coefs_] + [np.shape(b) for b in self.intercepts_]
             expected = list(zip(units[:-1], units[1:])) + [(u,) for u in units[1:]]
             if shapes != expected:
-                raise ValueError(f"coefs_/intercepts_: the fitted layers have shapes {shapes}, which do not match "
-                                 f"the layer sizes {units} (features, hidden_layer_sizes, outputs); "
-                                 "fit again with warm_start=False")
+                raise ValueError(
+                    f"coefs_/intercepts_: the fitted layers have shapes {shapes}, which do not match "
+                    f"the layer sizes {units} (features, hidden_layer_sizes, outputs); "
+                    "fit again with warm_start=False"
+                )
         with limit_threads(self.n_threads):
             self._fit_stochastic(X, Y, sw, incremental)
         if not all(np.isfinite(a).all() for a in (*self.coefs_, *self.intercepts_)):
-            raise ValueError("Solver produced non-finite parameter weights. The input data may contain large "
-                             "values and need to be preprocessed.")
+            raise ValueError(
+                "Solver produced non-finite parameter weights. The input data may contain large "
+                "values and need to be preprocessed."
+            )
         return self
 
     def _initialize(self, units, dtype):
@@ -205,21 +237,30 @@ class BaseMLP(BaseEstimator):
     def _make_solver(self, net):
         params = [w for w, _, _ in net.segments]
         if self.solver == "sgd":
-            return SGD(params, self.learning_rate_init, self.learning_rate, self.momentum,
-                       self.nesterovs_momentum, self.power_t)
+            return SGD(
+                params,
+                self.learning_rate_init,
+                self.learning_rate,
+                self.momentum,
+                self.nesterovs_momentum,
+                self.power_t,
+            )
         return Adam(params, self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon)
 
     def _split(self, X, Y, sw):
         """scikit-learn's early-stopping split: same stream, same stratification."""
         stratify = Y if (self._is_classifier() and self.n_outputs_ == 1) else None
         arrays = (X, Y) if sw is None else (X, Y, sw)
-        parts = train_test_split(*arrays, random_state=self._random_state, test_size=self.validation_fraction,
-                                 stratify=stratify)
+        parts = train_test_split(
+            *arrays, random_state=self._random_state, test_size=self.validation_fraction, stratify=stratify
+        )
         X_tr, X_val, Y_tr, Y_val = parts[:4]
         sw_tr, sw_val = (parts[4], parts[5]) if sw is not None else (None, None)
         if X_val.shape[0] < 2:
-            raise ValueError("validation_fraction: the validation set is too small; increase validation_fraction "
-                             "or the size of your dataset.")
+            raise ValueError(
+                "validation_fraction: the validation set is too small; increase validation_fraction "
+                "or the size of your dataset."
+            )
         return X_tr, Y_tr, sw_tr, X_val, self._val_targets(Y_val), sw_val
 
     def _val_targets(self, Y_val):
@@ -251,11 +292,18 @@ class BaseMLP(BaseEstimator):
             batch_size = min(200, n)
         else:
             if self.batch_size > n:
-                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped",
-                              stacklevel=3)
+                warnings.warn(
+                    "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped", stacklevel=3
+                )
             batch_size = int(np.clip(self.batch_size, 1, n))
-        epoch = _Epoch(net, solver, OutputLoss(self.out_activation_, X.dtype), _Gather(X_tr, T, sw_tr),
-                       batch_size, float(self.alpha))
+        epoch = _Epoch(
+            net,
+            solver,
+            OutputLoss(self.out_activation_, X.dtype),
+            _Gather(X_tr, T, sw_tr),
+            batch_size,
+            float(self.alpha),
+        )
         sample_idx = np.arange(n, dtype=int)
         with defer_interrupts() as interrupted:
             self.n_iter_ = 0
@@ -283,26 +331,34 @@ class BaseMLP(BaseEstimator):
         self.t_ += n
         self.loss_curve_.append(self.loss_)
         if self.verbose:
-            print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+            print(f"Iteration {self.n_iter_:d}, loss = {self.loss_:.8f}")
         self._update_no_improvement_count(X_val, y_val, sw_val)
         self._solver.iteration_ends(self.t_)
 
     def _stop_now(self, incremental) -> bool:
         if self._no_improvement_count > self.n_iter_no_change:
             if self.early_stopping:
-                msg = ("Validation score did not improve more than tol=%f for %d consecutive epochs."
-                       % (self.tol, self.n_iter_no_change))
+                msg = (
+                    f"Validation score did not improve more than tol={self.tol:f} "
+                    f"for {self.n_iter_no_change:d} consecutive epochs."
+                )
             else:
-                msg = ("Training loss did not improve more than tol=%f for %d consecutive epochs."
-                       % (self.tol, self.n_iter_no_change))
+                msg = (
+                    f"Training loss did not improve more than tol={self.tol:f} "
+                    f"for {self.n_iter_no_change:d} consecutive epochs."
+                )
             if self._solver.trigger_stopping(msg, self.verbose):
                 return True
             self._no_improvement_count = 0
         if incremental:
             return True
         if self.n_iter_ == self.max_iter:
-            warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the optimization hasn't "
-                          "converged yet." % self.max_iter, ConvergenceWarning, stacklevel=4)
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({self.max_iter:d}) reached and the optimization "
+                "hasn't converged yet.",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
         return False
 
     def _update_no_improvement_count(self, X_val, y_val, sw_val):
@@ -310,7 +366,7 @@ class BaseMLP(BaseEstimator):
             score = self._score(X_val, y_val, sw_val)
             self.validation_scores_.append(score)
             if self.verbose:
-                print("Validation score: %f" % score)
+                print(f"Validation score: {score:f}")
             if score < self.best_validation_score_ + self.tol:
                 self._no_improvement_count += 1
             else:
@@ -341,8 +397,12 @@ class BaseMLP(BaseEstimator):
         with limit_threads(self.n_threads):
             if not sp.issparse(X):
                 return model.predict(X, batch_size=_PREDICT_ROWS)
-            return np.concatenate([model.predict(X[i:i + _PREDICT_ROWS].toarray(), batch_size=_PREDICT_ROWS)
-                                   for i in range(0, X.shape[0], _PREDICT_ROWS)])
+            return np.concatenate(
+                [
+                    model.predict(X[i : i + _PREDICT_ROWS].toarray(), batch_size=_PREDICT_ROWS)
+                    for i in range(0, X.shape[0], _PREDICT_ROWS)
+                ]
+            )
 
     def _forward(self, X, check_input=True):
         """Network output after the output activation (sklearn's ``_forward_pass_fast``)."""
@@ -387,9 +447,11 @@ class _Epoch:
             if alpha:
                 loss += 0.5 * alpha * kernels.sum_squares(net.weights) / norm
             if not math.isfinite(loss):
-                raise ValueError(f"Solver produced a non-finite loss ({loss}) at iteration {iteration}. The input "
-                                 "data may contain large values and need to be preprocessed, or learning_rate_init "
-                                 "is too large.")
+                raise ValueError(
+                    f"Solver produced a non-finite loss ({loss}) at iteration {iteration}. The input "
+                    "data may contain large values and need to be preprocessed, or learning_rate_init "
+                    "is too large."
+                )
             net.backward(delta)
             self.solver.step(net.segments, alpha / norm)
             total += loss * xb.shape[0]

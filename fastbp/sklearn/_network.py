@@ -32,36 +32,42 @@ class Network:
         sizes = [c.size for c in coefs] + [b.size for b in intercepts]
         self.data = np.empty(sum(sizes), dtype)
         self.grad = np.zeros_like(self.data)
-        n_weights = sum(sizes[:len(coefs)])
+        n_weights = sum(sizes[: len(coefs)])
         views, grads, start = [], [], 0
         for a, size in zip([*coefs, *intercepts], sizes):
-            view = self.data[start:start + size].reshape(a.shape)
+            view = self.data[start : start + size].reshape(a.shape)
             np.copyto(view, a, casting="same_kind")
             views.append(view)
-            grads.append(self.grad[start:start + size].reshape(a.shape))
+            grads.append(self.grad[start : start + size].reshape(a.shape))
             start += size
         n = len(coefs)
         self.coefs, self.intercepts = views[:n], views[n:]
         last = n - 1
         self.layers = []
         for i in range(n):
-            layer = Linear.from_weights(self.coefs[i], self.intercepts[i],
-                                        activation=HIDDEN[activation] if i < last else None)
+            layer = Linear.from_weights(
+                self.coefs[i], self.intercepts[i], activation=HIDDEN[activation] if i < last else None
+            )
             layer.W.grad, layer.b.grad = grads[i], grads[n + i]  # gradients land in the flat buffer
             self.layers.append(layer)
         self.model = Sequential(*self.layers)  # for its thread-safe, checked predict
         self.activation = activation
         # (weights, grads, gets the L2 term) per segment of the flat buffers
-        self.segments = [(self.data[:n_weights], self.grad[:n_weights], True),
-                         (self.data[n_weights:], self.grad[n_weights:], False)]
+        self.segments = [
+            (self.data[:n_weights], self.grad[:n_weights], True),
+            (self.data[n_weights:], self.grad[n_weights:], False),
+        ]
         self.weights = self.data[:n_weights]
         self._plans: dict[int, tuple] = {}
 
     def wraps(self, coefs, intercepts, activation: str) -> bool:
         """Whether ``coefs``/``intercepts`` are still this network's views (the user may have replaced them)."""
-        return (activation == self.activation and len(coefs) == len(self.coefs)
-                and len(intercepts) == len(self.intercepts)
-                and all(a is b for a, b in zip([*coefs, *intercepts], [*self.coefs, *self.intercepts])))
+        return (
+            activation == self.activation
+            and len(coefs) == len(self.coefs)
+            and len(intercepts) == len(self.intercepts)
+            and all(a is b for a, b in zip([*coefs, *intercepts], [*self.coefs, *self.intercepts]))
+        )
 
     # -- the training step --------------------------------------------------------
     # A step's arithmetic is Linear's (matmul, fused bias+activation; fused
@@ -79,16 +85,29 @@ class Network:
     def _plan(self, m):
         plan = self._plans.get(m)
         if plan is None:
+
             def pick(kern, work):
                 return kern.parallel if use_parallel(work) else kern.serial
+
             plan = []
             for layer in self.layers:
                 out = (m, layer.out_features)
-                plan.append((layer.W.data, layer.b.data, layer.W.grad, layer.b.grad, layer.act_code, layer.scratch,
-                             np.empty(out, layer.dtype), np.empty(out, layer.dtype),
-                             np.empty((m, layer.in_features), layer.dtype),
-                             pick(kernels.bias_act, out[0] * out[1]), pick(kernels.act_backward, out[0] * out[1]),
-                             pick(kernels.bias_grad, out[0] * out[1])))
+                plan.append(
+                    (
+                        layer.W.data,
+                        layer.b.data,
+                        layer.W.grad,
+                        layer.b.grad,
+                        layer.act_code,
+                        layer.scratch,
+                        np.empty(out, layer.dtype),
+                        np.empty(out, layer.dtype),
+                        np.empty((m, layer.in_features), layer.dtype),
+                        pick(kernels.bias_act, out[0] * out[1]),
+                        pick(kernels.act_backward, out[0] * out[1]),
+                        pick(kernels.bias_grad, out[0] * out[1]),
+                    )
+                )
             plan = self._plans[m] = (plan, [])
         return plan
 

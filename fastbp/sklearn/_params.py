@@ -28,8 +28,12 @@ CONSTRAINTS: dict[str, list] = {
     "power_t": [_REAL_NON_NEG],
     "max_iter": [POSITIVE_INT],
     "shuffle": [Boolean()],
-    "random_state": [NoneValue(), Interval(numbers.Integral, 0), InstanceOf(np.random.RandomState, "a RandomState"),
-                     Options(np.random, what="numpy.random")],
+    "random_state": [
+        NoneValue(),
+        Interval(numbers.Integral, 0),
+        InstanceOf(np.random.RandomState, "a RandomState"),
+        Options(np.random, what="numpy.random"),
+    ],
     "tol": [_REAL_NON_NEG],
     "verbose": [Boolean(), Interval(numbers.Integral)],
     "warm_start": [Boolean()],
@@ -46,6 +50,9 @@ CONSTRAINTS: dict[str, list] = {
     "n_threads": [NoneValue(), POSITIVE_INT],
 }
 
+# The classifier's own parameter.
+CLASS_WEIGHT = [NoneValue(), Options("balanced"), InstanceOf(dict, "a dict {class: weight}")]
+
 
 def hidden_sizes(value) -> list[int]:
     """``hidden_layer_sizes`` as a list of positive ints (an int means one hidden layer)."""
@@ -53,8 +60,9 @@ def hidden_sizes(value) -> list[int]:
     try:
         sizes = list(sizes)
     except TypeError:
-        raise TypeError("hidden_layer_sizes: expected an int or a sequence of ints, "
-                        f"got {type(value).__name__} {value!r}") from None
+        raise TypeError(
+            f"hidden_layer_sizes: expected an int or a sequence of ints, got {type(value).__name__} {value!r}"
+        ) from None
     if isinstance(value, str) or not all(POSITIVE_INT.accepts(s) for s in sizes):
         raise ValueError(f"hidden_layer_sizes: expected positive ints, got {value!r}")
     return [int(s) for s in sizes]
@@ -76,8 +84,10 @@ def resolve_dtype(value):
 def check(est) -> None:
     """Check every constructor parameter of a fastbp MLP estimator."""
     if est.solver == "lbfgs":
-        raise ValueError("solver: 'lbfgs' is not supported by fastbp, which implements the stochastic solvers "
-                         "'sgd' and 'adam'; use scikit-learn's own MLP for L-BFGS")
+        raise ValueError(
+            "solver: 'lbfgs' is not supported by fastbp, which implements the stochastic solvers "
+            "'sgd' and 'adam'; use scikit-learn's own MLP for L-BFGS"
+        )
     hidden_sizes(est.hidden_layer_sizes)
     v.check_params({name: getattr(est, name) for name in CONSTRAINTS}, CONSTRAINTS)
     resolve_dtype(est.dtype)  # the constraint takes types and dtypes; this checks they are float32 or float64

@@ -68,7 +68,7 @@ class SGD:
             return True
         self._set_rate(self.learning_rate / 5.0)
         if verbose:
-            print(msg + " Setting learning rate to %f" % self.learning_rate)
+            print(f"{msg} Setting learning rate to {self.learning_rate:f}")
         return False
 
 
@@ -86,11 +86,22 @@ class Adam:
     def step(self, segments, l2):
         self.t += 1
         b1, b2 = self.beta_1, self.beta_2
-        self.learning_rate = self.learning_rate_init * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
+        self.learning_rate = self.learning_rate_init * math.sqrt(1 - b2**self.t) / (1 - b1**self.t)
         for (w, g, decay), m, v in zip(segments, self.ms, self.vs):
             t = w.dtype.type
-            kernels.adam(w, g, m, v, t(self.learning_rate), t(1.0), t(self.epsilon), t(b1), t(b2),
-                         t(l2 if decay else 0.0), t(1.0))
+            kernels.adam(
+                w,
+                g,
+                m,
+                v,
+                t(self.learning_rate),
+                t(1.0),
+                t(self.epsilon),
+                t(b1),
+                t(b2),
+                t(l2 if decay else 0.0),
+                t(1.0),
+            )
 
     def iteration_ends(self, time_step):
         pass
