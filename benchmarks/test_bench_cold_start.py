@@ -1,6 +1,6 @@
 """Cold start: a fresh process imports fastbp and runs one training step.
 
-With an empty numba cache (``NUMBA_CACHE_DIR`` pointing at a new folder)
+With an empty kernel cache (``FASTBP_CACHE_DIR`` pointing at a new folder)
 everything compiles; with a warm cache the compiled kernels are loaded.
 """
 

@@ -15,7 +15,7 @@ pytest.importorskip("sklearn")
 from sklearn import neural_network as sk  # noqa: E402
 
 from fastbp import sklearn as fb  # noqa: E402
-from fastbp.bench.sklearn_fit import _data, _matmul_floor  # noqa: E402
+from fastbp.bench.sklearn_fit import load_case, matmul_floor  # noqa: E402
 
 CASES = {
     "digits-adam-f64": ("digits", dict(solver="adam", max_iter=20)),
@@ -27,7 +27,7 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def datasets():
-    return {name: _data(name) for name in {d for d, _ in CASES.values()}}
+    return {name: load_case(name) for name in {d for d, _ in CASES.values()}}
 
 
 @pytest.mark.parametrize("impl", ["fastbp", "sklearn", "floor"])
@@ -36,7 +36,7 @@ def test_fit(benchmark, datasets, case, impl):
     data, params = CASES[case]
     Xtr, Xte, ytr, yte = datasets[data]
     if impl == "floor":
-        run = _matmul_floor(Xtr, len(np.unique(ytr)), params.get("hidden_layer_sizes", (100,)), params["max_iter"])
+        run = matmul_floor(Xtr, len(np.unique(ytr)), params.get("hidden_layer_sizes", (100,)), params["max_iter"])
         model = None
     else:
         model = (fb if impl == "fastbp" else sk).MLPClassifier(random_state=0, tol=0.0, **params)

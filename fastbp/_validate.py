@@ -137,12 +137,16 @@ class Interval:
         return isinstance(value, self.kind) and not _is_bool(value)
 
     def accepts(self, value) -> bool:
-        if not self.takes_type(value) or value != value:  # NaN
+        # Plain int and float first: this runs on every public call, and ABC checks are slow.
+        if type(value) not in (int, float) and not self.takes_type(value):
             return False
-        if self.finite and not math.isfinite(value):
+        if type(value) is float and self.kind is numbers.Integral:
             return False
-        lo_ok = self.lo is None or (value >= self.lo if self.closed in ("both", "left") else value > self.lo)
-        hi_ok = self.hi is None or (value <= self.hi if self.closed in ("both", "right") else value < self.hi)
+        if value != value or (self.finite and not math.isfinite(value)):  # NaN; infinities when finite
+            return False
+        lo, hi, closed = self.lo, self.hi, self.closed
+        lo_ok = lo is None or (value >= lo if closed in ("both", "left") else value > lo)
+        hi_ok = hi is None or (value <= hi if closed in ("both", "right") else value < hi)
         return lo_ok and hi_ok
 
     def convert(self, value):

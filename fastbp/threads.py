@@ -64,20 +64,19 @@ def resolve_layer() -> bool:
     with _state.lock:
         if _state.parallel_ok is not None:
             return _state.parallel_ok
-        from numba.np.ufunc import parallel as _npar
-
         # Respect an explicit user choice; otherwise ask for a thread-safe layer.
         if numba.config.THREADING_LAYER == "default" and "NUMBA_THREADING_LAYER" not in os.environ:
             numba.config.THREADING_LAYER = "threadsafe"
-        # GNU OpenMP reads OMP_WAIT_POLICY once, when numba's omp layer loads it.
-        # Its default spinning starves OpenBLAS's threads (docs/threading.md: 15x
-        # slower steps), so ask for sleeping workers for that load only and put the
-        # environment back: other libraries' OpenMP copies are not ours to tune.
+        # GNU OpenMP reads OMP_WAIT_POLICY once, when numba's omp layer loads it. Its
+        # default spinning starves OpenBLAS's threads (docs/threading.md, "The trap is real,
+        # and depends on the launch pattern": 3.5x slower steps at batch 32), so ask for
+        # sleeping workers for that load only and put the environment back: other
+        # libraries' OpenMP copies are not ours to tune.
         saved = os.environ.get("OMP_WAIT_POLICY")
         if saved is None:
             os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         try:
-            _npar._launch_threads()
+            numba.get_num_threads()  # the public call that launches numba's threads, loading the layer
             layer = numba.threading_layer()
         except (ValueError, RuntimeError):
             layer = None

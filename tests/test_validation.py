@@ -144,3 +144,48 @@ def test_nan_and_inf_inputs_propagate_not_crash(backend):
     assert np.isnan(y[0]).all() and np.isfinite(y[1]).all()
     loss, g = ops.softmax_cross_entropy(np.array([[np.inf, 0.0], [1.0, 2.0]]), np.array([0, 1]), backend=backend)
     assert np.isnan(loss) and np.isnan(g[0]).all() and np.isfinite(g[1]).all()
+
+
+# -- the declared-constraint mechanism itself ------------------------------------
+
+def test_constraints_accept_python_and_numpy_numbers_and_convert():
+    from fastbp import _validate as v
+
+    assert v.check(np.int64(3), "n", v.POSITIVE_INT) == 3 and type(v.check(np.int64(3), "n", v.POSITIVE_INT)) is int
+    assert type(v.check(np.float32(0.5), "lr", v.POSITIVE)) is float
+    assert v.check(np.bool_(True), "flag", v.Boolean()) is True
+    assert v.check(None, "n_threads", v.NoneValue(), v.POSITIVE_INT) is None
+    assert v.check(float("inf"), "n_iter_no_change", v.POSITIVE_INT, v.Options(float("inf"))) == float("inf")
+
+
+@pytest.mark.parametrize("value,constraints,err,message", [
+    (0, "POSITIVE_INT", ValueError, "n: expected an int >= 1, got 0"),
+    (True, "POSITIVE_INT", TypeError, "n: expected an int >= 1, got bool True"),
+    (2.0, "POSITIVE_INT", TypeError, "n: expected an int >= 1, got float 2.0"),
+    (float("nan"), "POSITIVE", ValueError, "n: expected a finite number > 0, got nan"),
+    (float("inf"), "NON_NEGATIVE", ValueError, "n: expected a finite number >= 0, got inf"),
+    ("1", "NON_NEGATIVE", TypeError, "n: expected a finite number >= 0, got str '1'"),
+])
+def test_constraint_errors_name_argument_expectation_and_value(value, constraints, err, message):
+    from fastbp import _validate as v
+
+    with pytest.raises(err) as info:
+        v.check(value, "n", getattr(v, constraints))
+    assert str(info.value) == message
+
+
+def test_interval_ends_and_options():
+    import numbers
+
+    from fastbp import _validate as v
+
+    half_open = v.Interval(numbers.Real, 0, 1, "left")
+    assert half_open.accepts(0) and half_open.accepts(0.999) and not half_open.accepts(1.0)
+    assert str(half_open) == "a number in [0, 1)"
+    with pytest.raises(ValueError, match=r"p: expected a number in \(0, 1\], got 0"):
+        v.check(0, "p", v.Interval(numbers.Real, 0, 1, "right"))
+    with pytest.raises(ValueError, match="mode: expected one of 'a', 'b', got 'c'"):
+        v.check("c", "mode", v.Options("a", "b"))
+    with pytest.raises(TypeError, match="mode: expected one of 'a', 'b', got ndarray"):
+        v.check(np.zeros(2), "mode", v.Options("a", "b"))  # never an elementwise comparison
+    assert v.check_params({"a": 1, "b": "x"}, {"a": [v.POSITIVE_INT], "b": [v.Options("x")]}) == {"a": 1, "b": "x"}

@@ -136,14 +136,15 @@ print(t1 - t0, t2 - t0)
 
 
 def cold_start(opt="adam", repeats=3):
-    """Fresh process: import fastbp and run one training step, with the numba cache cold and warm.
+    """Fresh process: import fastbp and run one training step, with the kernel cache cold and warm.
 
-    Cold uses an empty ``NUMBA_CACHE_DIR`` (everything compiles); warm runs the same
-    command again with that directory filled.
+    Cold uses an empty cache folder (``FASTBP_CACHE_DIR``; ``NUMBA_CACHE_DIR``
+    too, for any other numba code): everything compiles. Warm runs the same
+    command again with that folder filled.
     """
     out = {}
     with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        env = dict(os.environ, FASTBP_CACHE_DIR=cache, NUMBA_CACHE_DIR=cache)
         script = _COLD_SCRIPT.format(opt=opt)
         for label in ("cold", "warm"):
             runs = []

@@ -34,7 +34,7 @@ CASES = [
 ]
 
 
-def _data(name):
+def load_case(name):
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -49,7 +49,7 @@ def _data(name):
     return train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
 
 
-def _matmul_floor(X, n_classes, hidden, epochs, batch=200):
+def matmul_floor(X, n_classes, hidden, epochs, batch=200):
     """The BLAS work of ``fit`` and nothing else: per batch, the forward matmuls and the
     backward ones (weight gradients, and the input gradients below the last layer),
     in ``X``'s dtype. Neither library can train faster than this."""
@@ -81,12 +81,12 @@ def compare(cases=CASES, log=None) -> list[dict]:
 
     rows = []
     for name, data, params, ours_only, rounds in cases:
-        Xtr, Xte, ytr, yte = _data(data)
+        Xtr, Xte, ytr, yte = load_case(data)
         common = dict(random_state=0, tol=0.0, **params)
         models = {"fastbp": fb.MLPClassifier(**common, **ours_only), "sklearn": sk.MLPClassifier(**common)}
         fns = {k: (lambda m=m, X=Xtr, y=ytr: m.fit(X, y)) for k, m in models.items()}
         X_floor = Xtr.astype(np.float32) if ours_only.get("dtype") == "float32" else Xtr
-        fns["floor"] = _matmul_floor(
+        fns["floor"] = matmul_floor(
             X_floor, len(np.unique(ytr)), params.get("hidden_layer_sizes", (100,)), params["max_iter"]
         )
         with warnings.catch_warnings():
