@@ -53,8 +53,14 @@ def _run(script: str, cache: str, pythonpath: str | None) -> str:
     env = dict(os.environ, FASTBP_CACHE_DIR=cache, NUMBA_CACHE_DIR=cache)  # NUMBA_CACHE_DIR: older fastbp
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
-    res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True,
-                         cwd=pythonpath or tempfile.gettempdir())
+    res = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=pythonpath or tempfile.gettempdir(),
+    )
     return res.stdout.strip()
 
 

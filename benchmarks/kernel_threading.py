@@ -27,7 +27,7 @@ SIZES = (65_536, 262_144, 535_000, 1 << 20, 1 << 21, 1 << 22, 1 << 23)
 def _adam_args(n, rng):
     f = np.float32
     arrays = [rng.standard_normal(n).astype(f) for _ in range(2)] + [np.zeros(n, f), np.ones(n, f)]
-    return arrays + [f(1e-9), f(1.0), f(1e-8), f(0.9), f(0.999), f(0.0), f(1.0)]
+    return arrays + [f(1e-9), f(1.0), f(1e-8), f(0.9), f(0.999), f(1 - 0.9), f(1 - 0.999), f(0.0), f(1.0)]
 
 
 def error_models():

@@ -28,7 +28,6 @@ def prototype():
     from fastbp import threads
     from fastbp.bench import NumpyMLP, interleaved, make_problem
 
-
     @numba.njit(parallel=True, nogil=True, fastmath=True)
     def sgd_par(w, g, lr):
         for i in prange(w.size):
@@ -48,7 +47,8 @@ def prototype():
             self.rows = np.empty(n, np.float32)
             self.scratch = [np.empty((8, b.shape[0]), np.float32) for b in self.bs]
 
-        def step(self, lr=np.float32(1e-3)):
+        def step(self):
+            lr = np.float32(1e-3)
             h, L, n = self.x, len(self.Ws), self.x.shape[0]
             for i in range(L):
                 np.matmul(h, self.Ws[i], out=self.h[i])
@@ -72,8 +72,9 @@ def prototype():
         p, npy = Proto(model, x, y), NumpyMLP(model, x, y)
         with threads.parallel_min_work(0):  # every fastbp kernel parallel
             r = interleaved({"proto": p.step, "numpy": npy.step}, rounds=max(5, 3200 // batch))
-        cells.append(f"batch {batch}: {r['proto'] * 1e3:.2f} vs numpy {r['numpy'] * 1e3:.2f} ms "
-                     f"({r['proto'] / r['numpy']:.2f})")
+        cells.append(
+            f"batch {batch}: {r['proto'] * 1e3:.2f} vs numpy {r['numpy'] * 1e3:.2f} ms ({r['proto'] / r['numpy']:.2f})"
+        )
     return "; ".join(cells)
 
 

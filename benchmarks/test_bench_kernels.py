@@ -30,20 +30,47 @@ def _args(kernel, shape, dtype, rng):
         y = rng.random(shape).astype(dtype)
         return "softmax_backward", (a(), y / y.sum(1, keepdims=True), np.empty(shape, dtype))
     if kernel == "softmax_xent":
-        return "softmax_xent_labels", (a(), rng.integers(0, m, n), np.empty(0, dtype), t(0), t(1 / n),
-                                       np.empty(shape, dtype), np.empty(n, dtype))
+        return "softmax_xent_labels", (
+            a(),
+            rng.integers(0, m, n),
+            np.empty(0, dtype),
+            t(0),
+            t(1 / n),
+            np.empty(shape, dtype),
+            np.empty(n, dtype),
+        )
     if kernel == "sgd_momentum":
         w = a().reshape(-1)
         return "sgd", (w, a().reshape(-1), np.zeros_like(w), t(1e-6), t(0.9), t(0), False)
     if kernel == "adam":
         w = a().reshape(-1)
-        return "adam", (w, a().reshape(-1), np.zeros_like(w), np.zeros_like(w), t(1e-6), t(1), t(1e-8), t(0.9),
-                        t(0.999), t(0), t(1))
+        return "adam", (
+            w,
+            a().reshape(-1),
+            np.zeros_like(w),
+            np.zeros_like(w),
+            t(1e-6),
+            t(1),
+            t(1e-8),
+            t(0.9),
+            t(0.999),
+            t(0),
+            t(1),
+        )
     raise ValueError(kernel)
 
 
-KERNELS = ["linear_forward_relu", "relu_backward", "sigmoid_backward", "tanh_backward", "bias_grad",
-           "softmax_backward", "softmax_xent", "sgd_momentum", "adam"]
+KERNELS = [
+    "linear_forward_relu",
+    "relu_backward",
+    "sigmoid_backward",
+    "tanh_backward",
+    "bias_grad",
+    "softmax_backward",
+    "softmax_xent",
+    "sgd_momentum",
+    "adam",
+]
 
 
 @pytest.mark.parametrize("impl", list(IMPLS))

@@ -23,7 +23,10 @@ CONFIGS = [
     ("every kernel parallel, OpenMP workers sleep (fastbp's layer setup)", {"FASTBP_PARALLEL_MIN_WORK": "0"}),
     # An empty value keeps fastbp from asking for PASSIVE, and GNU OpenMP then
     # falls back to its default policy (it prints "Invalid value" once).
-    ("every kernel parallel, GNU OpenMP's default wait policy", {"FASTBP_PARALLEL_MIN_WORK": "0", "OMP_WAIT_POLICY": ""}),
+    (
+        "every kernel parallel, GNU OpenMP's default wait policy",
+        {"FASTBP_PARALLEL_MIN_WORK": "0", "OMP_WAIT_POLICY": ""},
+    ),
     ("one thread for numba and BLAS (fastbp.set_num_threads(1))", {"FASTBP_REPORT_THREADS": "1"}),
 ]
 BATCHES = (32, 256, 1024)
@@ -57,8 +60,10 @@ def main(argv=None):
         print(json.dumps(child(rounds, args.optimizer)))
         return 0
     results = []
-    print(f"MLP 784-512-256-10 float32 {args.optimizer.upper()} step, median ms (fastbp/numpy ratio), "
-          f"{os.cpu_count()} cores")
+    print(
+        f"MLP 784-512-256-10 float32 {args.optimizer.upper()} step, median ms (fastbp/numpy ratio), "
+        f"{os.cpu_count()} cores"
+    )
     print(f"{'configuration':70s} " + " ".join(f"{'batch ' + str(b):>22s}" for b in BATCHES))
     for name, env in CONFIGS:
         e = {k: val for k, val in os.environ.items() if k not in ("OMP_WAIT_POLICY", "FASTBP_PARALLEL_MIN_WORK")}

@@ -30,14 +30,21 @@ from numba.core.caching import CompileResultCacheImpl, FunctionCache, UserProvid
 from . import threads
 from .version import __version__
 
-# fastmath without ``nnan``/``ninf``: softmax of +-inf logits and NaN
-# propagation must stay honest, and ``np.isnan`` must not be folded away.
-FASTMATH = frozenset({"nsz", "arcp", "contract", "reassoc"})
+# fastmath flags, per kind of kernel; measured by ``python benchmarks/fastmath_flags.py`` and
+# reasoned in docs/numerics.md. Never ``nnan``/``ninf`` (softmax of +-inf logits and NaN
+# propagation must stay honest). ``contract`` (fused multiply-add) is the only flag an
+# elementwise kernel measurably needs (sigmoid 1.2x); ``nsz`` and ``arcp`` bought nothing and
+# are gone. ``reassoc`` is what lets LLVM vectorise a reduction ``s += x`` (1.7-9x), but it also
+# lets LLVM reorder products: Adam's ``(c2 g) g`` became ``c2 (g g)``, which overflows for
+# |g| > 1.8e19 in float32. So only reduction kernels get it, and they contain no product of
+# three factors whose order matters (tests/test_numerics_flags.py checks the extremes).
+ELEMENTWISE = frozenset({"contract"})
+REDUCTION = frozenset({"contract", "reassoc"})
 
 # ``error_model="numpy"``: a division by zero gives inf/nan like numpy instead
 # of a Python exception check that stops the loop from vectorising.
 # ``nogil``: two Python threads can run kernels at the same time.
-JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=set(FASTMATH), error_model="numpy")
+JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=set(ELEMENTWISE), error_model="numpy")
 
 # Activation codes: small ints, so one compiled kernel serves every activation.
 IDENTITY, RELU, SIGMOID, TANH = 0, 1, 2, 3
@@ -172,10 +179,11 @@ class Kernel:
     ``kern.serial`` and ``kern.parallel`` are the two numba dispatchers.
     """
 
-    def __init__(self, py_func):
+    def __init__(self, py_func, fastmath=ELEMENTWISE):
         self.py_func = py_func
-        self.serial = jit(_renamed(py_func, "serial"))
-        self.parallel = jit(_renamed(py_func, "parallel"), parallel=True)
+        self.fastmath = frozenset(fastmath)
+        self.serial = jit(_renamed(py_func, "serial"), fastmath=set(fastmath))
+        self.parallel = jit(_renamed(py_func, "parallel"), fastmath=set(fastmath), parallel=True)
         self.__name__ = py_func.__name__
         self.__qualname__ = py_func.__qualname__
         self.__doc__ = py_func.__doc__
@@ -190,6 +198,14 @@ class Kernel:
         return f"<fastbp kernel {self.__qualname__}>"
 
 
-def kernel(py_func) -> Kernel:
-    """Decorator: compile ``py_func`` as a fastbp :class:`Kernel`."""
-    return Kernel(py_func)
+def kernel(py_func=None, *, reduction: bool = False):
+    """Decorator: compile ``py_func`` as a fastbp :class:`Kernel`.
+
+    ``@kernel(reduction=True)`` marks a kernel whose loops sum in floating point:
+    it gets :data:`REDUCTION` flags (``reassoc``, so the sums vectorise), the
+    others :data:`ELEMENTWISE`.
+    """
+    flags = REDUCTION if reduction else ELEMENTWISE
+    if py_func is None:
+        return lambda f: Kernel(f, flags)
+    return Kernel(py_func, flags)

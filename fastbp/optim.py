@@ -174,7 +174,22 @@ class Adam(Optimizer):
         ms, vs = self._flat_state["exp_avg"], self._flat_state["exp_avg_sq"]
         for i, (w, g) in enumerate(self._flat):
             t = w.dtype.type
-            self._k.adam(w, g, ms[i], vs[i], t(step_size), t(inv_sqrt_bc2), t(self.eps), t(b1), t(b2), t(l2), t(decay))
+            # Every constant is formed in float64 and rounded once to the array's dtype (PyTorch's rule).
+            self._k.adam(
+                w,
+                g,
+                ms[i],
+                vs[i],
+                t(step_size),
+                t(inv_sqrt_bc2),
+                t(self.eps),
+                t(b1),
+                t(b2),
+                t(1 - b1),
+                t(1 - b2),
+                t(l2),
+                t(decay),
+            )
 
 
 class AdamW(Adam):

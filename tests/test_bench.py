@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -41,8 +42,9 @@ def test_measure_takes_turns_in_worker_processes():
 
 def test_worker_reports_bad_requests():
     spec = dict(impl="nope", sizes=TINY, batch=2, optimizer="sgd", dtype="float32", steps=1)
-    r = subprocess.run([sys.executable, "-m", "fastbp.bench.worker"], input=json.dumps(spec) + "\n",
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "fastbp.bench.worker"], input=json.dumps(spec) + "\n", capture_output=True, text=True
+    )
     assert r.returncode != 0 and "impl: unknown 'nope'" in r.stderr
 
 
@@ -74,10 +76,24 @@ def test_bench_cli_help():
 
 def test_sklearn_fit_comparison_row():
     pytest.importorskip("sklearn")
-    from fastbp.bench.sklearn_fit import compare, format_row
+    from sklearn import neural_network as sk
 
-    (row,) = compare(cases=[("tiny", "digits", dict(hidden_layer_sizes=(8,), max_iter=2), {}, 1)])
+    from fastbp.bench.sklearn_fit import _data, compare, format_row
+
+    params = dict(hidden_layer_sizes=(8,), max_iter=2)
+    (row,) = compare(cases=[("tiny", "digits", params, {}, 1)])
     assert row["samples"] == 1347 and row["features"] == 64 and row["same_settings"]
-    assert row["fastbp_accuracy"] == row["sklearn_accuracy"]  # same settings, float64: the same training
+    Xtr, Xte, ytr, yte = _data("digits")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tol=0: "maximum iterations reached"
+        ref = sk.MLPClassifier(random_state=0, tol=0.0, **params).fit(Xtr, ytr)
+    assert row["sklearn_accuracy"] == ref.score(Xte, yte)  # one implementation, same data: deterministic
+    # Same settings, float64: fastbp trains like scikit-learn to ~1e-15 relative and predict_proba
+    # agrees to 1e-9 (test_sklearn_equivalence.py), but BLAS and exp round differently on other CPUs,
+    # so a test row whose top two probabilities are within 1e-9 may be labelled either way.
+    # Each such row may move the accuracy by one row; every other row must get the same label.
+    top2 = np.sort(ref.predict_proba(Xte), axis=1)[:, -2:]
+    near_ties = int(np.sum(top2[:, 1] - top2[:, 0] < 1e-9))
+    assert abs(row["fastbp_accuracy"] - row["sklearn_accuracy"]) <= near_ties / len(yte) + 1e-12
     assert row["speedup"] == pytest.approx(row["sklearn_s"] / row["fastbp_s"])
     assert row["matmul_floor_s"] > 0 and "tiny" in format_row(row)

@@ -48,8 +48,9 @@ CHILD = textwrap.dedent("""
 def _run(script: str, args, cache: Path, cwd=None, **env) -> dict:
     # NUMBA_NUM_THREADS=2 gives the parallel path two threads on any machine (numba allows more than the cores).
     full_env = dict(os.environ, FASTBP_CACHE_DIR=str(cache), NUMBA_NUM_THREADS="2", **env)
-    res = subprocess.run([sys.executable, "-c", script, *args], env=full_env, capture_output=True, text=True,
-                         timeout=300, cwd=cwd)
+    res = subprocess.run(
+        [sys.executable, "-c", script, *args], env=full_env, capture_output=True, text=True, timeout=300, cwd=cwd
+    )
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -125,8 +126,9 @@ HELPER_CHILD = textwrap.dedent("""
 def test_an_edited_helper_in_another_file_is_seen(tmp_path):
     """``bias_act`` (kernels/activations.py) calls ``exp`` from kernels/vmath.py: editing vmath must recompile it."""
     copy = tmp_path / "pkg"
-    shutil.copytree(Path(fastbp.__file__).parent, copy / "fastbp",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.nb?"))
+    shutil.copytree(
+        Path(fastbp.__file__).parent, copy / "fastbp", ignore=shutil.ignore_patterns("__pycache__", "*.nb?")
+    )
     cache = tmp_path / "cache"
     before = _run(HELPER_CHILD, [], cache, cwd=copy, PYTHONPATH=str(copy))
     assert before["file"].startswith(str(copy)) and before["value"] == 0.5

@@ -24,8 +24,21 @@ def test_train_default_reaches_target_accuracy_on_digits(capsys, tmp_path):
 
     d = load_digits()
     np.savez(tmp_path / "x.npz", X=(d.data / 16.0)[-200:])
-    assert cli.main(["predict", "--model", str(out_path), "--data", str(tmp_path / "x.npz"),
-                     "--out", str(tmp_path / "p.npz"), "--proba"]) == 0
+    assert (
+        cli.main(
+            [
+                "predict",
+                "--model",
+                str(out_path),
+                "--data",
+                str(tmp_path / "x.npz"),
+                "--out",
+                str(tmp_path / "p.npz"),
+                "--proba",
+            ]
+        )
+        == 0
+    )
     with np.load(tmp_path / "p.npz") as p:
         assert p["proba"].shape == (200, 10)
         assert np.mean(p["predictions"] == d.target[-200:]) > 0.9
@@ -37,11 +50,42 @@ def test_train_on_csv_regression_and_predict_csv(tmp_path, capsys):
     y = X @ [1.0, -2.0, 0.5] + 0.1
     rows = "\n".join(",".join(f"{v:.6f}" for v in r) + f",{t:.6f}" for r, t in zip(X, y))
     (tmp_path / "d.csv").write_text("a,b,c,target\n" + rows + "\n")
-    assert cli.main(["train", "--data", str(tmp_path / "d.csv"), "--target", "target", "--epochs", "20",
-                     "--hidden", "16", "--no-progress", "--out", str(tmp_path / "r.npz")]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "d.csv"),
+                "--target",
+                "target",
+                "--epochs",
+                "20",
+                "--hidden",
+                "16",
+                "--no-progress",
+                "--out",
+                str(tmp_path / "r.npz"),
+            ]
+        )
+        == 0
+    )
     assert "test loss" in capsys.readouterr().out
-    assert cli.main(["predict", "--model", str(tmp_path / "r.npz"), "--data", str(tmp_path / "d.csv"),
-                     "--target", "target", "--out", str(tmp_path / "p.csv")]) == 0
+    assert (
+        cli.main(
+            [
+                "predict",
+                "--model",
+                str(tmp_path / "r.npz"),
+                "--data",
+                str(tmp_path / "d.csv"),
+                "--target",
+                "target",
+                "--out",
+                str(tmp_path / "p.csv"),
+            ]
+        )
+        == 0
+    )
     pred = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)
     assert pred.shape == (200,) and np.corrcoef(pred, y)[0, 1] > 0.9
 

@@ -53,8 +53,11 @@ def _collect():
             if dep is None:
                 params.append(pytest.param(exc, id=name))  # fails in the test, with the error
             else:
-                params.append(pytest.param(None, id=name, marks=pytest.mark.skip(
-                    reason=f"could not import {dep!r}, which {name} needs")))
+                params.append(
+                    pytest.param(
+                        None, id=name, marks=pytest.mark.skip(reason=f"could not import {dep!r}, which {name} needs")
+                    )
+                )
             continue
         for test in sorted(finder.find(module), key=lambda t: t.name):
             if test.examples:
@@ -115,7 +118,8 @@ def test_estimator_docstring_documents_every_parameter(name):
     params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     documented = _documented_parameters(cls.__doc__)
     assert sorted(documented) == sorted(params), (
-        f"missing: {sorted(set(params) - set(documented))}, not parameters: {sorted(set(documented) - set(params))}")
+        f"missing: {sorted(set(params) - set(documented))}, not parameters: {sorted(set(documented) - set(params))}"
+    )
     shown = pydoc.render_doc(cls, renderer=pydoc.plaintext)
     for section in ("Parameters", "Attributes", "Examples"):
         assert section in shown

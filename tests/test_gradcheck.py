@@ -80,8 +80,9 @@ def _targets(rng, kind, n, k):
 LOSSES = {
     "softmax_xent": lambda: fastbp.SoftmaxCrossEntropy(),
     "softmax_xent_sum": lambda: fastbp.SoftmaxCrossEntropy(reduction="sum"),
-    "softmax_xent_weighted_smoothed": lambda: fastbp.SoftmaxCrossEntropy(weight=[0.5, 1.0, 2.0, 0.1],
-                                                                          label_smoothing=0.15),
+    "softmax_xent_weighted_smoothed": lambda: fastbp.SoftmaxCrossEntropy(
+        weight=[0.5, 1.0, 2.0, 0.1], label_smoothing=0.15
+    ),
     "cross_entropy": lambda: fastbp.CrossEntropy(),
     "mse": lambda: fastbp.MSELoss(),
     "mse_half_sum": lambda: fastbp.MSELoss(reduction="sum", half=True),
@@ -129,7 +130,7 @@ def test_mlp_gradient_packed(rng, backend):
     def unpack(vec):
         i = 0
         for p in params:
-            p.data[...] = vec[i:i + p.data.size].reshape(p.data.shape)
+            p.data[...] = vec[i : i + p.data.size].reshape(p.data.shape)
             i += p.data.size
 
     def loss():

@@ -2,7 +2,6 @@
 
 import json
 import os
-import zipfile
 
 import numpy as np
 import pytest
@@ -12,8 +11,12 @@ from fastbp import datasets, io
 
 
 def model_and_opt(seed=0, dtype=np.float32):
-    m = fastbp.Sequential(fastbp.Linear(6, 9, activation="tanh", dtype=dtype, seed=seed), fastbp.ReLU(dtype=dtype),
-                          fastbp.Linear(9, 4, bias=False, dtype=dtype, seed=seed + 1), fastbp.Softmax(dtype=dtype))
+    m = fastbp.Sequential(
+        fastbp.Linear(6, 9, activation="tanh", dtype=dtype, seed=seed),
+        fastbp.ReLU(dtype=dtype),
+        fastbp.Linear(9, 4, bias=False, dtype=dtype, seed=seed + 1),
+        fastbp.Softmax(dtype=dtype),
+    )
     return m, fastbp.Adam(m.parameters(), lr=3e-3)
 
 
@@ -31,17 +34,26 @@ def test_round_trip_is_bit_exact(tmp_path, dtype):
         assert a.dtype == b.dtype and np.array_equal(a, b)
     x = np.random.default_rng(0).standard_normal((5, 6)).astype(dtype)
     np.testing.assert_array_equal(model.predict(x), loaded.predict(x))
-    with zipfile.ZipFile(path) as z:  # no pickled objects anywhere
-        assert all(not n.endswith(".pkl") for n in z.namelist())
-    np.load(path, allow_pickle=False)["__meta__"]
+    with np.load(path, allow_pickle=False) as z:  # no pickled objects anywhere: reading one would raise here
+        assert {"__fastbp_format__", "__meta__"} <= set(z.files)
+        assert all(z[k].dtype != object for k in z.files)
 
 
 def test_resume_training_with_optimizer_state(tmp_path):
     X, y = datasets.make_classification(200, 6, 4, seed=0)
 
     def train(model, opt, epochs, seed):
-        fastbp.fit(model, X, y, loss=fastbp.CrossEntropy(), optimizer=opt, epochs=epochs, batch_size=20, seed=seed,
-                   progress=False)
+        fastbp.fit(
+            model,
+            X,
+            y,
+            loss=fastbp.CrossEntropy(),
+            optimizer=opt,
+            epochs=epochs,
+            batch_size=20,
+            seed=seed,
+            progress=False,
+        )
 
     straight, sopt = model_and_opt()
     train(straight, sopt, 2, 0)
@@ -123,6 +135,45 @@ def test_bad_files_give_clear_errors(tmp_path):
         fastbp.load(tmp_path / "unknown.npz")
     with pytest.raises(ValueError, match="no optimizer state was saved"):
         fastbp.load(good, with_optimizer=True)
+
+
+_unpickled = []
+
+
+def _record_unpickling(tag):
+    _unpickled.append(tag)
+    return tag
+
+
+class _Payload:
+    """Unpickling this calls _record_unpickling: a stand-in for arbitrary code in a hostile file."""
+
+    def __reduce__(self):
+        return _record_unpickling, ("payload ran",)
+
+
+@pytest.mark.parametrize("where", ["extra entry", "parameter"])
+def test_pickled_object_arrays_are_refused(tmp_path, where):
+    _unpickled.clear()
+    model, _ = model_and_opt()
+    good = tmp_path / "good.npz"
+    fastbp.save(model, good)
+    with np.load(good) as z:
+        arrays = {k: z[k] for k in z.files}
+    hostile = np.array([_Payload()], dtype=object)
+    if where == "extra entry":
+        arrays["param/extra"] = hostile
+    else:
+        arrays["param/0.W"] = hostile
+    path = tmp_path / "pickled.npz"
+    np.savez(path, **arrays)  # np.savez pickles object arrays
+    with np.load(path, allow_pickle=True) as z:  # the file really holds a pickle that runs code when read
+        z["param/extra" if where == "extra entry" else "param/0.W"]
+    assert _unpickled == ["payload ran"]
+    _unpickled.clear()
+    with pytest.raises(ValueError, match=r"pickled\.npz: .*Object arrays cannot be loaded when allow_pickle=False"):
+        fastbp.load(path)
+    assert _unpickled == []  # refused without unpickling anything
 
 
 def test_save_argument_checks(tmp_path):

@@ -1,7 +1,5 @@
 """Every kernel against its numpy twin: float32 and float64, edge shapes, both compiled versions."""
 
-import re
-
 import numpy as np
 import pytest
 from _helpers import DTYPES, SHAPES, tol
@@ -32,8 +30,9 @@ def assert_same(pair, dtype, check_return=True):
         # A returned total sums row losses; near-zero row losses are log(s) with s ~ 1, where one
         # float32 ulp in s is ~1e-7 absolute: hence an absolute term per row for float32.
         rows = next(x for x in a if isinstance(x, np.ndarray)).shape[0]
-        np.testing.assert_allclose(ra, rb, rtol=1e-5 if dtype == np.float32 else 1e-11,
-                                   atol=2e-7 * rows if dtype == np.float32 else 0)
+        np.testing.assert_allclose(
+            ra, rb, rtol=1e-5 if dtype == np.float32 else 1e-11, atol=2e-7 * rows if dtype == np.float32 else 0
+        )
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -102,8 +101,9 @@ def test_softmax_xent_labels(rng, shape, dtype, version, weighted, smoothing):
     labels = rng.integers(0, k, n)
     w = rng.random(k).astype(dtype) + 0.1 if weighted else np.empty(0, dtype)
     t = np.dtype(dtype).type
-    pair = run("softmax_xent_labels", version, z, labels, w, t(smoothing), t(1 / n),
-               np.empty(shape, dtype), np.empty(n, dtype))
+    pair = run(
+        "softmax_xent_labels", version, z, labels, w, t(smoothing), t(1 / n), np.empty(shape, dtype), np.empty(n, dtype)
+    )
     assert_same(pair, dtype)
 
 
@@ -131,11 +131,11 @@ def test_xent(rng, shape, dtype, version):
     x[0, 0] = 0  # clamped at eps
     labels = rng.integers(0, k, n)
     t = np.dtype(dtype).type
-    assert_same(run("xent_labels", version, x, labels, t(1e-7), t(1 / n), np.empty(shape, dtype), np.empty(n, dtype)),
-                dtype)
+    assert_same(
+        run("xent_labels", version, x, labels, t(1e-7), t(1 / n), np.empty(shape, dtype), np.empty(n, dtype)), dtype
+    )
     q = rng.random(shape).astype(dtype)
-    assert_same(run("xent_probs", version, x, q, t(1e-7), t(1 / n), np.empty(shape, dtype), np.empty(n, dtype)),
-                dtype)
+    assert_same(run("xent_probs", version, x, q, t(1e-7), t(1 / n), np.empty(shape, dtype), np.empty(n, dtype)), dtype)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -152,35 +152,152 @@ def test_mse_and_bce(rng, shape, dtype, version, elementwise):
     assert_same(run("bce_logits", version, z, y, t(0.25), np.empty(shape, dtype), elems), dtype)
 
 
-@pytest.mark.parametrize("name,args", [
-    ("bias_act", lambda a: (a, a[0], SIGMOID)),
-    ("act_backward", lambda a: (a, a, TANH, a.copy())),
-    ("softmax_forward", lambda a: (a, a.copy())),
-    ("softmax_backward", lambda a: (a, a, a.copy())),
-    ("bias_grad", lambda a: (a, a[0].copy(), np.empty((8, 8), np.float32))),
-    ("softmax_xent_probs", lambda a: (a, a, a[0], np.float32(0.1), np.float32(0.5), a.copy(), a[0].copy())),
-    ("softmax_xent_labels", lambda a: (a, np.zeros(4, np.int64), a[0], np.float32(0.1), np.float32(0.5), a.copy(),
-                                       a[:, 0].copy())),
-    ("mse", lambda a: (a, a, np.float32(0.5), np.float32(1), a.copy(), a.copy())),
-    ("bce_logits", lambda a: (a, a * 0.5, np.float32(1), a.copy(), a.copy())),
-])
-def test_kernels_keep_float32_inside(name, args):
-    """No array value is promoted to double inside a float32 kernel (PERF-NOTES: 5-10x slower loops)."""
+def _compile_uncached(py_func, *args, fastmath=None):
+    """``py_func`` compiled with fastbp's options for ``args``, uncached: inspection is off for cached code."""
     import numba
 
     from fastbp.jit import JIT_OPTIONS
 
-    # Inspection is disabled for cached code, so compile an uncached copy with the same options.
-    fn = numba.njit(**{**JIT_OPTIONS, "cache": False})(getattr(K, name).py_func)
-    a = np.ones((4, 8), np.float32)
-    fn(*args(a))
-    ir = fn.inspect_llvm(fn.signatures[0])
-    # The one float->double conversion allowed is a row loss added to the float64
-    # ``total`` scalar (once per row, for an accurate reported loss).
-    promoted = re.findall(r"(%[\w.]+) = fpext float", ir)
-    for var in promoted:
-        uses = [line for line in ir.splitlines() if re.search(re.escape(var) + r"\b", line) and "fpext" not in line]
-        assert uses and all("%total" in line for line in uses), f"{name}: float32 values promoted to double: {uses[:3]}"
+    opts = {**JIT_OPTIONS, "cache": False}
+    if fastmath is not None:
+        opts["fastmath"] = set(fastmath)
+    fn = numba.njit(**opts)(py_func)
+    fn(*args)
+    return fn
+
+
+# A float32 sum that LLVM widens to a double accumulator (fpext, then fadd/phi, in vectors or
+# not) is only more accurate, and measured no slower (benchmarks/fastmath_flags.py); arithmetic
+# in double (fmul, fdiv, calls) is what the check is for.
+ACCUMULATE = ("fpext", "fadd", "phi", "shufflevector", "extractelement", "insertelement")
+
+
+def double_precision_work(fn):
+    """Instructions of ``fn``'s compiled LLVM function that compute on float32 data in double precision.
+
+    Walks the optimised IR of the kernel's own function (not numba's Python
+    wrapper, whose ``PyFloat_AsDouble`` + ``fptrunc`` unboxes float arguments)
+    through llvmlite's instruction API, so nothing depends on how numba or LLVM
+    name SSA values. Flagged:
+
+    * any instruction on or producing a vector of doubles (a promoted vectorised loop)
+      other than a widened float32 sum (:data:`ACCUMULATE`);
+    * any ``fptrunc`` (a value computed in double and narrowed back to float32),
+      except of a double accumulator itself (a ``phi``/``fadd``): a float64 row sum
+      rounded once to float32;
+    * a scalar ``fpext float -> double`` of anything but a function argument (a
+      float32 scalar parameter converted once is not array work), unless its only
+      uses are ``fadd``s into a double accumulator (a ``phi``/``fadd`` chain): the
+      allowed promotion, a float32 partial sum (a block of a row, or a row loss)
+      added to a float64 total (docs/numerics.md, "Wide rows").
+    """
+    import ctypes
+    from collections import defaultdict
+
+    from llvmlite.binding import ValueKind
+
+    cres = fn.overloads[fn.signatures[0]]
+    func = cres.library.get_function(cres.fndesc.llvm_func_name)
+    instrs = [i for block in func.blocks for i in block.instructions]
+
+    def ident(v):  # the address of the underlying llvm::Value: its identity
+        return ctypes.cast(v._as_parameter_, ctypes.c_void_p).value
+
+    defs = {ident(i): i for i in instrs}
+    users = defaultdict(list)
+    for ins in instrs:
+        for op in ins.operands:
+            users[ident(op)].append(ins)
+    flagged = []
+    for ins in instrs:
+        ops = list(ins.operands)
+        if any("x double>" in str(v.type) for v in [ins, *ops]) and ins.opcode not in ACCUMULATE:
+            flagged.append(str(ins).strip())
+        elif ins.opcode == "fptrunc":
+            source = defs.get(ident(ops[0]))
+            if source is None or source.opcode not in ("phi", "fadd"):
+                flagged.append(str(ins).strip())
+        elif ins.opcode == "fpext" and ops[0].value_kind != ValueKind.argument:
+            for use in users[ident(ins)]:
+                other = [defs.get(ident(o)) for o in use.operands if ident(o) != ident(ins)]
+                accumulates = use.opcode in ("phi", "shufflevector", "insertelement") or (
+                    use.opcode == "fadd"
+                    and len(other) == 1
+                    and other[0] is not None
+                    and other[0].opcode in ("phi", "fadd", "fpext", "shufflevector")
+                )
+                if not accumulates:
+                    flagged.append(str(use).strip())
+    return flagged
+
+
+@pytest.mark.parametrize(
+    "name,args",
+    [
+        ("bias_act", lambda a: (a, a[0], SIGMOID)),
+        ("act_backward", lambda a: (a, a, TANH, a.copy())),
+        ("softmax_forward", lambda a: (a, a.copy())),
+        ("softmax_backward", lambda a: (a, a, a.copy())),
+        ("bias_grad", lambda a: (a, a[0].copy(), np.empty((8, 8), np.float32))),
+        ("softmax_xent_probs", lambda a: (a, a, a[0], np.float32(0.1), np.float32(0.5), a.copy(), a[0].copy())),
+        (
+            "softmax_xent_labels",
+            lambda a: (a, np.zeros(4, np.int64), a[0], np.float32(0.1), np.float32(0.5), a.copy(), a[:, 0].copy()),
+        ),
+        ("mse", lambda a: (a, a, np.float32(0.5), np.float32(1), a.copy(), a.copy())),
+        ("bce_logits", lambda a: (a, a * 0.5, np.float32(1), a.copy(), a.copy())),
+    ],
+)
+def test_kernels_keep_float32_inside(name, args):
+    """No array value is promoted to double inside a float32 kernel (docs/derivations.md, "float32 kernels stay
+    float32": slower loops). Compiled with each kernel's own fastmath flags."""
+    kern = getattr(K, name)
+    fn = _compile_uncached(kern.py_func, *args(np.ones((4, 8), np.float32)), fastmath=kern.fastmath)
+    flagged = double_precision_work(fn)
+    assert not flagged, f"{name}: float32 values computed in double: {flagged[:3]}"
+
+
+# Kernels that make the mistakes the check exists for, and the allowed pattern.
+def _planted_literal(x, out):
+    for i in range(x.shape[0]):
+        out[i] = x[i] * 0.1  # a Python float is float64: x[i] is widened, multiplied, narrowed
+
+
+def _planted_np_float64(x, out):
+    for i in range(x.shape[0]):
+        out[i] = np.exp(np.float64(x[i]))
+
+
+def _planted_scaled_row_total(x, out):
+    total = 0.0
+    for i in range(x.shape[0]):
+        s = x.dtype.type(0.0)
+        for j in range(x.shape[1]):
+            s += x[i, j]
+        total += s * 0.1  # scalar, not vectorised: the row sum is promoted and multiplied in double
+    return total
+
+
+def _allowed_row_total(x, out):
+    total = 0.0
+    for i in range(x.shape[0]):
+        s = x.dtype.type(0.0)
+        for j in range(x.shape[1]):
+            s += x[i, j]
+        total += s  # what the loss kernels do: one float32 row value added to a float64 total
+    return total
+
+
+@pytest.mark.parametrize("py_func", [_planted_literal, _planted_np_float64, _planted_scaled_row_total])
+def test_float64_promotion_check_catches_a_planted_promotion(py_func):
+    a = np.ones((4, 33), np.float32)
+    x = a[:, 0].copy() if py_func is not _planted_scaled_row_total else a
+    assert double_precision_work(_compile_uncached(py_func, x, x.copy()))
+
+
+def test_float64_promotion_check_allows_a_float64_row_total():
+    a = np.ones((4, 33), np.float32)
+    assert double_precision_work(_compile_uncached(_allowed_row_total, a, a.copy())) == []
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -12,9 +12,11 @@ from fastbp import ops
 
 
 def mlp(dtype=np.float32, backend="numba"):
-    return fastbp.Sequential(fastbp.Linear(10, 16, activation="relu", dtype=dtype, seed=0, backend=backend),
-                             fastbp.Linear(16, 8, activation="sigmoid", dtype=dtype, seed=1, backend=backend),
-                             fastbp.Linear(8, 3, dtype=dtype, seed=2, backend=backend))
+    return fastbp.Sequential(
+        fastbp.Linear(10, 16, activation="relu", dtype=dtype, seed=0, backend=backend),
+        fastbp.Linear(16, 8, activation="sigmoid", dtype=dtype, seed=1, backend=backend),
+        fastbp.Linear(8, 3, dtype=dtype, seed=2, backend=backend),
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -48,7 +50,7 @@ def test_layouts_accepted(rng, layout):
     np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-5, atol=1e-6)
     dy = np.asfortranarray(rng.standard_normal((4, 3)).astype(np.float32))
     dx = layer.backward(dy)
-    np.testing.assert_allclose(dx, (dy * (1 - expected ** 2)) @ layer.W.data.T, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dx, (dy * (1 - expected**2)) @ layer.W.data.T, rtol=1e-5, atol=1e-6)
     relu = fastbp.ReLU()
     np.testing.assert_array_equal(relu.forward(x), np.maximum(x, 0))
 
@@ -128,8 +130,16 @@ def test_predict_matches_forward_in_batches(rng):
 
 
 def test_state_dict_round_trip(rng):
-    a, b = mlp(), fastbp.Sequential(*[fastbp.Linear(10, 16, activation="relu", seed=5),
-                                      fastbp.Linear(16, 8, activation="sigmoid", seed=6), fastbp.Linear(8, 3, seed=7)])
+    a, b = (
+        mlp(),
+        fastbp.Sequential(
+            *[
+                fastbp.Linear(10, 16, activation="relu", seed=5),
+                fastbp.Linear(16, 8, activation="sigmoid", seed=6),
+                fastbp.Linear(8, 3, seed=7),
+            ]
+        ),
+    )
     ref = b.parameters()[0].data
     b.load_state_dict(a.state_dict())
     assert b.parameters()[0].data is ref  # in place: an optimizer's references stay valid
@@ -163,20 +173,28 @@ finite = st.floats(-50, 50, allow_nan=False, width=32)
 
 
 @settings(max_examples=60, deadline=None)
-@given(x=hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=40), elements=finite),
-       act=st.sampled_from(["relu", "sigmoid", "tanh", "identity"]))
+@given(
+    x=hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=40), elements=finite),
+    act=st.sampled_from(["relu", "sigmoid", "tanh", "identity"]),
+)
 def test_property_activation_kernels_match_twins(x, act):
     y = ops.activation(x, act)
     np.testing.assert_allclose(y, ops.activation(x, act, backend="numpy"), rtol=1e-6, atol=1e-7)
     dy = np.ones_like(x)
-    np.testing.assert_allclose(ops.activation_backward(dy, y, act),
-                               ops.activation_backward(dy, y, act, backend="numpy"), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        ops.activation_backward(dy, y, act), ops.activation_backward(dy, y, act, backend="numpy"), rtol=1e-6, atol=1e-7
+    )
 
 
 @settings(max_examples=60, deadline=None)
-@given(z=hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=30),
-                    elements=st.floats(-1e4, 1e4, allow_nan=False)),
-       data=st.data())
+@given(
+    z=hnp.arrays(
+        np.float64,
+        hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=30),
+        elements=st.floats(-1e4, 1e4, allow_nan=False),
+    ),
+    data=st.data(),
+)
 def test_property_softmax_cross_entropy(z, data):
     n, k = z.shape
     t = np.array(data.draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n)), np.int64)
@@ -191,6 +209,7 @@ def test_property_softmax_cross_entropy(z, data):
 
 
 # -- Linear.from_weights --------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_from_weights_shares_memory_and_trains_in_place(rng, dtype):

@@ -38,5 +38,14 @@ def test_float32_exp_special_values():
 
 
 def test_float64_uses_numpy_exp():
+    # float64 is not routed through the float32 polynomial (which would be ~1e-7 relative,
+    # i.e. ~1e9 float64 ulps, off): numba's float64 np.exp calls libm's exp. The reference
+    # np.exp is a different correct implementation whose loop numpy picks from the CPU at
+    # run time (its own AVX-512 loop where available: 501 of these 10001 values then differ
+    # by 1 ulp), so the two are not bit-identical. Bound: glibc's exp is within 1 ulp of the
+    # correctly rounded result, and numpy's accuracy suite (numpy/_core/tests/data/
+    # umath-validation-set-exp.csv) allows its float64 exp 1 ulp from it: 2 ulps apart at most.
     x = np.linspace(-700, 700, 10001)
-    np.testing.assert_array_equal(run(x), np.exp(x))
+    got = run(x)
+    assert got.dtype == np.float64
+    np.testing.assert_array_max_ulp(got, np.exp(x), maxulp=2)

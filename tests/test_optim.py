@@ -39,7 +39,17 @@ def test_adam_kernel_matches_twin(rng, version, dtype, n, decoupled):
     t = np.dtype(dtype).type
     w, g = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
     m, v = rng.standard_normal(n).astype(dtype) * 0.1, rng.random(n).astype(dtype) * 0.1
-    scal = (t(0.01), t(1.2), t(1e-8), t(0.9), t(0.999), t(0 if decoupled else 0.01), t(0.999 if decoupled else 1))
+    scal = (
+        t(0.01),
+        t(1.2),
+        t(1e-8),
+        t(0.9),
+        t(0.999),
+        t(1 - 0.9),
+        t(1 - 0.999),
+        t(0 if decoupled else 0.01),
+        t(0.999 if decoupled else 1),
+    )
     a = [w.copy(), g.copy(), m.copy(), v.copy()]
     b = [w.copy(), g.copy(), m.copy(), v.copy()]
     getattr(K.adam, version)(*a, *scal)
@@ -81,8 +91,8 @@ def test_adam_closed_form_first_steps():
     before = p.data.copy()
     opt.step()
     m = 0.9 * 0.1 * g1 + 0.1 * g2
-    v = 0.999 * 0.001 * g1 ** 2 + 0.001 * g2 ** 2
-    expected = before - 0.01 / (1 - 0.9 ** 2) * m / (np.sqrt(v) / math.sqrt(1 - 0.999 ** 2) + 1e-8)
+    v = 0.999 * 0.001 * g1**2 + 0.001 * g2**2
+    expected = before - 0.01 / (1 - 0.9**2) * m / (np.sqrt(v) / math.sqrt(1 - 0.999**2) + 1e-8)
     np.testing.assert_allclose(p.data, expected, rtol=1e-13)
 
 
@@ -123,8 +133,12 @@ def test_optimizers_match_torch(rng, dtype, case):
     # float32: 20 updates of O(1) weights, each rounded at ~6e-8, and torch divides by
     # sqrt(1 - b2^t) where the kernel multiplies by its inverse: allow 1e-5 absolute.
     for p, tp in zip(params, tparams):
-        np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-5 if dtype == np.float32 else 1e-12,
-                                   atol=1e-5 if dtype == np.float32 else 1e-13)
+        np.testing.assert_allclose(
+            p.data,
+            tp.detach().numpy(),
+            rtol=1e-5 if dtype == np.float32 else 1e-12,
+            atol=1e-5 if dtype == np.float32 else 1e-13,
+        )
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
@@ -146,9 +160,13 @@ def test_clip_grad_norm_matches_torch(rng, backend):
 
 def test_optimizer_validation():
     p = fastbp.Parameter(np.zeros(3, np.float32))
-    for bad, match in ((dict(lr=0), "lr: expected a finite number > 0"), (dict(lr=float("nan")), "lr"),
-                       (dict(lr=0.1, momentum=-1), "momentum"), (dict(lr=0.1, nesterov=True), "nesterov"),
-                       (dict(lr=0.1, weight_decay=-0.1), "weight_decay")):
+    for bad, match in (
+        (dict(lr=0), "lr: expected a finite number > 0"),
+        (dict(lr=float("nan")), "lr"),
+        (dict(lr=0.1, momentum=-1), "momentum"),
+        (dict(lr=0.1, nesterov=True), "nesterov"),
+        (dict(lr=0.1, weight_decay=-0.1), "weight_decay"),
+    ):
         with pytest.raises(ValueError, match=match):
             SGD([p], **bad)
     with pytest.raises(ValueError, match=r"betas\[1\]"):

@@ -87,7 +87,7 @@ def test_seed_001_sigmoid_network_column_major(backend):
     h = ops.linear_forward_cm(W, g, b, activation="sigmoid", backend=backend)
     np.testing.assert_allclose(h.ravel(), [h1, h2], rtol=1e-15)
     loss, dh = ops.mse_loss(h, y, reduction="sum", half=True, backend=backend)
-    np.testing.assert_allclose(loss, 0.5 * ((h1 - 1) ** 2 + h2 ** 2), rtol=1e-15)
+    np.testing.assert_allclose(loss, 0.5 * ((h1 - 1) ** 2 + h2**2), rtol=1e-15)
     np.testing.assert_allclose(dh.ravel(), [h1 - 1, h2], rtol=1e-15)  # dLOSS/dh = h - y
     df = ops.sigmoid_backward(dh, np.ascontiguousarray(h), backend=backend)  # * h (1 - h)
     d1, d2 = (h1 - 1) * h1 * (1 - h1), h2 * h2 * (1 - h2)

@@ -40,6 +40,7 @@ def _blas_threads():
 
 # -- dtypes -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_trains_and_predicts_in_the_input_dtype(digits, dtype):
     X, y = digits
@@ -70,6 +71,7 @@ def test_float32_model_matches_float64_model(digits):
 
 
 # -- targets ------------------------------------------------------------------
+
 
 def test_binary_string_labels(digits):
     X, y = digits
@@ -119,22 +121,29 @@ def test_predict_log_proba_stays_finite_where_proba_underflows(digits):
 
 # -- weights ------------------------------------------------------------------
 
+
 def test_class_weight_balanced_is_sample_weight(digits):
     X, y = digits
     y = np.where(y == 0, 0, 1)  # unbalanced binary problem
     a = _quiet(MLPClassifier((16,), random_state=0, max_iter=5, class_weight="balanced").fit, X, y)
-    b = _quiet(MLPClassifier((16,), random_state=0, max_iter=5).fit, X, y,
-               sample_weight=compute_sample_weight("balanced", y))
+    b = _quiet(
+        MLPClassifier((16,), random_state=0, max_iter=5).fit, X, y, sample_weight=compute_sample_weight("balanced", y)
+    )
     np.testing.assert_allclose(a.loss_curve_, b.loss_curve_, rtol=1e-12)
 
 
 def test_class_weight_dict_multiplies_sample_weight(digits):
     X, y = digits
     sw = np.random.default_rng(0).uniform(0.5, 2, len(y))
-    a = _quiet(MLPClassifier((16,), random_state=0, max_iter=4, class_weight={3: 5.0, 7: 0.5}).fit, X, y,
-               sample_weight=sw)
-    b = _quiet(MLPClassifier((16,), random_state=0, max_iter=4).fit, X, y,
-               sample_weight=sw * np.where(y == 3, 5.0, np.where(y == 7, 0.5, 1.0)))
+    a = _quiet(
+        MLPClassifier((16,), random_state=0, max_iter=4, class_weight={3: 5.0, 7: 0.5}).fit, X, y, sample_weight=sw
+    )
+    b = _quiet(
+        MLPClassifier((16,), random_state=0, max_iter=4).fit,
+        X,
+        y,
+        sample_weight=sw * np.where(y == 3, 5.0, np.where(y == 7, 0.5, 1.0)),
+    )
     np.testing.assert_allclose(a.loss_curve_, b.loss_curve_, rtol=1e-12)
     c = _quiet(MLPClassifier((16,), random_state=0, max_iter=4).fit, X, y, sample_weight=sw)
     assert not np.allclose(a.loss_curve_, c.loss_curve_)
@@ -164,6 +173,7 @@ def test_integer_weights_equal_repeated_samples(digits, dtype):
 
 
 # -- fitting modes --------------------------------------------------------------
+
 
 def test_partial_fit_continues_fit_state(digits):
     X, y = digits
@@ -206,8 +216,19 @@ def test_sparse_input_equals_dense(digits):
 
 def test_early_stopping_restores_the_best_weights(digits):
     X, y = digits
-    clf = _quiet(MLPClassifier((16,), random_state=0, max_iter=60, early_stopping=True, n_iter_no_change=3,
-                               validation_fraction=0.25, learning_rate_init=0.05).fit, X, y)
+    clf = _quiet(
+        MLPClassifier(
+            (16,),
+            random_state=0,
+            max_iter=60,
+            early_stopping=True,
+            n_iter_no_change=3,
+            validation_fraction=0.25,
+            learning_rate_init=0.05,
+        ).fit,
+        X,
+        y,
+    )
     assert clf.best_loss_ is None and len(clf.validation_scores_) == clf.n_iter_
     assert clf.n_iter_ < 60
     best = int(np.argmax(clf.validation_scores_))
@@ -243,6 +264,7 @@ def test_verbose_prints_like_sklearn(digits, capsys):
 
 # -- accuracy against scikit-learn --------------------------------------------------
 
+
 def _test_accuracy(model, X, y):
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
     return _quiet(model.fit, Xtr, ytr).score(Xte, yte)
@@ -263,6 +285,7 @@ def test_accuracy_not_below_sklearn(dataset, solver):
 
 
 # -- scikit-learn tooling -----------------------------------------------------------
+
 
 def test_clone_and_params():
     clf = MLPClassifier((7, 3), solver="sgd", alpha=0.5, dtype="float32", n_threads=1, class_weight="balanced")
@@ -289,28 +312,50 @@ def test_pipeline(digits):
     assert pipe.score(X, y) > 0.95
 
 
-def _threads_seen(est, X, y):
-    """A scorer that reports the thread limits fit ran under (read in the worker process)."""
-    return float(max(est.threads_seen_))
+def _seen(key):
+    """A scorer reporting one fact recorded in the process that ran fit (a joblib worker)."""
+    return lambda est, X, y: float(est.threads_seen_[key])
 
 
 class _Probe(MLPClassifier):
     def _fit_stochastic(self, *args, **kw):
+        import os
+
         from fastbp.threads import effective_num_threads
 
-        self.threads_seen_ = (effective_num_threads(), *_blas_threads())
+        self.threads_seen_ = {
+            "pid": os.getpid(),
+            "fastbp": effective_num_threads(),  # what fastbp's kernels may use here
+            "blas": max(_blas_threads(), default=0),
+            # what joblib put in this process's environment (-1: not set)
+            "env_numba": int(os.environ.get("NUMBA_NUM_THREADS", -1)),
+            "env_openblas": int(os.environ.get("OPENBLAS_NUM_THREADS", -1)),
+        }
         return super()._fit_stochastic(*args, **kw)
 
 
 def test_grid_search_in_processes_limits_threads_and_matches_serial(digits):
+    import os
+
+    from joblib import cpu_count
+
     X, y = digits
     grid = {"alpha": [1e-4, 1e-1], "hidden_layer_sizes": [(8,), (16,)]}
-    scoring = {"accuracy": "accuracy", "threads": _threads_seen}
+    keys = ["pid", "fastbp", "blas", "env_numba", "env_openblas"]
+    scoring = {"accuracy": "accuracy", **{k: _seen(k) for k in keys}}
     est = _Probe(random_state=0, max_iter=20)
     parallel = _quiet(GridSearchCV(est, grid, cv=2, n_jobs=2, scoring=scoring, refit="accuracy").fit, X, y)
     serial = _quiet(GridSearchCV(est, grid, cv=2, n_jobs=1, scoring="accuracy").fit, X, y)
-    # two workers on two cores: each ran fastbp's kernels and BLAS on one thread
-    assert set(parallel.cv_results_["mean_test_threads"]) == {1.0}
+    seen = {k: np.concatenate([parallel.cv_results_[f"split{i}_test_{k}"] for i in range(2)]) for k in keys}
+    assert os.getpid() not in seen["pid"]  # every fit ran in a worker process
+    # joblib gives each of the n_jobs workers NUMBA_NUM_THREADS and OPENBLAS_NUM_THREADS: the
+    # parent's value where it sets one, else max(cores // n_jobs, 1) (one each for two workers
+    # on two cores). fastbp must take its thread count from the worker's NUMBA_NUM_THREADS, and
+    # BLAS must stay within OPENBLAS_NUM_THREADS.
+    for key, var in (("env_numba", "NUMBA_NUM_THREADS"), ("env_openblas", "OPENBLAS_NUM_THREADS")):
+        np.testing.assert_array_equal(seen[key], int(os.environ.get(var, max(cpu_count() // 2, 1))), err_msg=var)
+    np.testing.assert_array_equal(seen["fastbp"], seen["env_numba"])
+    assert (seen["blas"] <= seen["env_openblas"]).all(), seen
     np.testing.assert_allclose(parallel.cv_results_["mean_test_accuracy"], serial.cv_results_["mean_test_score"])
     assert parallel.best_params_ == serial.best_params_
 
@@ -319,7 +364,7 @@ def test_n_threads_limits_during_fit_and_restores(digits):
     X, y = digits
     before = _blas_threads()
     est = _quiet(_Probe((16,), random_state=0, max_iter=3, n_threads=1).fit, X, y)
-    assert max(est.threads_seen_) == 1
+    assert est.threads_seen_["fastbp"] == 1 and est.threads_seen_["blas"] == 1
     assert _blas_threads() == before
     free = _quiet(MLPClassifier((16,), random_state=0, max_iter=3).fit, X, y)
     np.testing.assert_allclose(est.loss_curve_, free.loss_curve_, rtol=1e-12)
@@ -327,8 +372,10 @@ def test_n_threads_limits_during_fit_and_restores(digits):
 
 def test_concurrent_fits_in_threads_match_one_at_a_time(digits):
     X, y = digits
-    jobs = [dict(hidden_layer_sizes=(32,), random_state=s, max_iter=6, solver=solver)
-            for s, solver in [(0, "adam"), (1, "sgd"), (2, "adam")]]
+    jobs = [
+        dict(hidden_layer_sizes=(32,), random_state=s, max_iter=6, solver=solver)
+        for s, solver in [(0, "adam"), (1, "sgd"), (2, "adam")]
+    ]
     serial = [_quiet(MLPClassifier(**p).fit, X, y) for p in jobs]
     results = [None] * len(jobs)
 
@@ -374,30 +421,34 @@ def test_replacing_coefs_is_followed(digits):
 
 # -- bad input ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("param, value, match", [
-    ("solver", "lbfgs", "lbfgs.*not supported"),
-    ("solver", "rmsprop", "solver"),
-    ("activation", "softmax", "activation"),
-    ("hidden_layer_sizes", (10, 0), "hidden_layer_sizes"),
-    ("hidden_layer_sizes", "ten", "hidden_layer_sizes"),
-    ("alpha", -1.0, "alpha"),
-    ("batch_size", 0, "batch_size"),
-    ("batch_size", "all", "batch_size"),
-    ("learning_rate", "cyclic", "learning_rate"),
-    ("learning_rate_init", 0.0, "learning_rate_init"),
-    ("momentum", 1.5, "momentum"),
-    ("beta_1", 1.0, "beta_1"),
-    ("epsilon", 0.0, "epsilon"),
-    ("n_iter_no_change", 0, "n_iter_no_change"),
-    ("validation_fraction", 1.0, "validation_fraction"),
-    ("max_iter", 0, "max_iter"),
-    ("max_fun", 0, "max_fun"),
-    ("tol", -1.0, "tol"),
-    ("shuffle", "yes", "shuffle"),
-    ("dtype", "float16", "dtype"),
-    ("n_threads", 0, "n_threads"),
-    ("class_weight", "even", "class_weight"),
-])
+
+@pytest.mark.parametrize(
+    "param, value, match",
+    [
+        ("solver", "lbfgs", "lbfgs.*not supported"),
+        ("solver", "rmsprop", "solver"),
+        ("activation", "softmax", "activation"),
+        ("hidden_layer_sizes", (10, 0), "hidden_layer_sizes"),
+        ("hidden_layer_sizes", "ten", "hidden_layer_sizes"),
+        ("alpha", -1.0, "alpha"),
+        ("batch_size", 0, "batch_size"),
+        ("batch_size", "all", "batch_size"),
+        ("learning_rate", "cyclic", "learning_rate"),
+        ("learning_rate_init", 0.0, "learning_rate_init"),
+        ("momentum", 1.5, "momentum"),
+        ("beta_1", 1.0, "beta_1"),
+        ("epsilon", 0.0, "epsilon"),
+        ("n_iter_no_change", 0, "n_iter_no_change"),
+        ("validation_fraction", 1.0, "validation_fraction"),
+        ("max_iter", 0, "max_iter"),
+        ("max_fun", 0, "max_fun"),
+        ("tol", -1.0, "tol"),
+        ("shuffle", "yes", "shuffle"),
+        ("dtype", "float16", "dtype"),
+        ("n_threads", 0, "n_threads"),
+        ("class_weight", "even", "class_weight"),
+    ],
+)
 def test_bad_parameters_name_themselves(digits, param, value, match):
     X, y = digits
     with pytest.raises((ValueError, TypeError), match=match):
@@ -439,8 +490,18 @@ def test_bad_calls_give_clear_errors(digits):
 def test_divergence_raises_instead_of_returning_nan(digits):
     X, y = digits
     with pytest.raises(ValueError, match="non-finite"):
-        _quiet(MLPRegressor(hidden_layer_sizes=(16,), activation="identity", solver="sgd", learning_rate_init=1.0,
-                            max_iter=20, random_state=0).fit, X * 100, X[:, 0] * 1e3)
+        _quiet(
+            MLPRegressor(
+                hidden_layer_sizes=(16,),
+                activation="identity",
+                solver="sgd",
+                learning_rate_init=1.0,
+                max_iter=20,
+                random_state=0,
+            ).fit,
+            X * 100,
+            X[:, 0] * 1e3,
+        )
 
 
 def test_lbfgs_message_points_to_sklearn(digits):
@@ -450,7 +511,7 @@ def test_lbfgs_message_points_to_sklearn(digits):
     assert "scikit-learn" in str(err.value) and "'sgd' and 'adam'" in str(err.value)
 
 
-def test_ctrl_c_stops_after_a_whole_step_and_keeps_the_model(digits, monkeypatch):
+def test_ctrl_c_stops_after_a_whole_step_and_keeps_the_model(digits, monkeypatch, default_sigint):
     import os
     import signal
 
@@ -471,9 +532,10 @@ def test_ctrl_c_stops_after_a_whole_step_and_keeps_the_model(digits, monkeypatch
     with pytest.warns(UserWarning, match="interrupted"):
         clf = MLPClassifier(**params).fit(X, y)
     monkeypatch.setattr(_outputs.OutputLoss, "__call__", real)
-    ref = _quiet(MLPClassifier(**{**params, "batch_size": 50, "max_iter": 1}).partial_fit, X[:250], y[:250],
-                 classes=np.unique(y))
+    ref = _quiet(
+        MLPClassifier(**{**params, "batch_size": 50, "max_iter": 1}).partial_fit, X[:250], y[:250], classes=np.unique(y)
+    )
     assert clf.loss_curve_ == [] and clf.n_iter_ == 0
     for a, b in zip(clf.coefs_, ref.coefs_):
         np.testing.assert_array_equal(a, b)  # exactly five whole steps of 50 rows
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is default_sigint  # the handler from before fit is back

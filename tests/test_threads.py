@@ -1,5 +1,6 @@
 """Thread control and concurrency: two models trained at once equal the same runs one at a time."""
 
+import contextlib
 import threading
 
 import numba
@@ -15,8 +16,7 @@ def train(seed, steps=15, batch=64):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, 30)).astype(np.float32)
     t = rng.integers(0, 5, batch)
-    model = fastbp.Sequential(fastbp.Linear(30, 64, activation="relu", seed=seed),
-                              fastbp.Linear(64, 5, seed=seed + 1))
+    model = fastbp.Sequential(fastbp.Linear(30, 64, activation="relu", seed=seed), fastbp.Linear(64, 5, seed=seed + 1))
     loss_fn = fastbp.SoftmaxCrossEntropy()
     losses = []
     for _ in range(steps):
@@ -54,19 +54,38 @@ def assert_same_runs(a, b):
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
 
+@contextlib.contextmanager
+def forced_parallel():
+    """Make every kernel call take its parallel version, or skip where this process cannot run one."""
+    if fastbp.get_num_threads() < 2:
+        pytest.skip("parallel kernels need 2+ threads (NUMBA_NUM_THREADS / set_num_threads)")  # an environment fact
+    if not threads.resolve_layer():
+        layer = threads.threading_info()["numba_threading_layer"]
+        pytest.skip(f"no thread-safe numba threading layer here ({layer!r})")  # an installation fact
+    with threads.parallel_min_work(0):
+        assert threads.use_parallel(1)
+        yield
+
+
 @pytest.mark.parametrize("force_parallel", [False, True])
 def test_two_models_in_two_threads_match_sequential(force_parallel):
-    # With a threshold of 0 every kernel launches numba threads.
-    with threads.parallel_min_work(0 if force_parallel else threads.DEFAULT_PARALLEL_MIN_WORK):
+    with forced_parallel() if force_parallel else contextlib.nullcontext():  # every kernel launches numba threads
         seq = [train(1), train(2)]
         conc = run_concurrently(train, [(1,), (2,)])
     assert_same_runs(seq, conc)
 
 
 def test_threadsafe_layer_chosen_for_parallel_kernels():
+    # Resolved directly: threading_info() only loads the layer with 2+ threads, so with
+    # NUMBA_NUM_THREADS=1 the old check asserted nothing. The choice does not depend on the count.
+    ok = threads.resolve_layer()
+    layer = threads.threading_info()["numba_threading_layer"]
+    assert ok == (layer in ("omp", "tbb")), layer  # parallel kernels never on workqueue: not thread-safe
     info = fastbp.threading_info()
-    if info["parallel_kernels"]:
-        assert info["numba_threading_layer"] in ("omp", "tbb")  # never workqueue: not thread-safe
+    assert info["numba_threading_layer"] == layer
+    assert info["parallel_kernels"] == (ok and fastbp.get_num_threads() > 1)
+    if not ok:
+        pytest.skip(f"no thread-safe numba threading layer could be loaded (got {layer!r}): kernels stay serial")
 
 
 def test_concurrent_predict_with_one_model():
@@ -100,6 +119,10 @@ def test_numba_thread_count_follows_into_other_threads():
     """numba's thread count is per calling thread; fastbp's setting must win in whichever thread calls."""
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs at least 2 numba threads")  # a machine fact
+    if not threads.resolve_layer():
+        pytest.skip(
+            f"no thread-safe numba threading layer here ({threads.threading_info()['numba_threading_layer']!r})"
+        )
     seen = []
 
     def work():
@@ -119,21 +142,30 @@ def test_numba_thread_count_follows_into_other_threads():
     assert seen == [2]
 
 
-@pytest.mark.parametrize("n,err", [(0, ValueError), (10 ** 6, ValueError), (1.5, TypeError), (True, TypeError)])
+@pytest.mark.parametrize("n,err", [(0, ValueError), (10**6, ValueError), (1.5, TypeError), (True, TypeError)])
 def test_set_num_threads_rejects_bad_values(n, err):
     with pytest.raises(err, match="n: expected an int in"):
         fastbp.set_num_threads(n)
 
 
+def _bias_grad(version, dy):
+    db = np.empty(dy.shape[1], np.float32)
+    (K.bias_grad if version is None else getattr(K.bias_grad, version))(dy, db, np.empty((8, dy.shape[1]), np.float32))
+    return db
+
+
+# Bit-equal by design, not by luck: a constant number of row chunks (CHUNKS), so each column
+# is summed in the same order whatever the thread count and in both compiled versions.
+def test_parallel_and_serial_versions_give_same_results():
+    dy = np.random.default_rng(1).standard_normal((300, 129)).astype(np.float32)
+    np.testing.assert_array_equal(_bias_grad("parallel", dy), _bias_grad("serial", dy))  # any thread count
+
+
 def test_parallel_and_serial_dispatch_give_same_results():
-    rng = np.random.default_rng(1)
-    dy = rng.standard_normal((300, 129)).astype(np.float32)
-    db_serial = np.empty(129, np.float32)
-    K.bias_grad.serial(dy, db_serial, np.empty((8, 129), np.float32))
-    db = np.empty(129, np.float32)
-    with threads.parallel_min_work(0):
-        K.bias_grad(dy, db, np.empty((8, 129), np.float32))
-    np.testing.assert_array_equal(db, db_serial)  # column blocks: same order of additions per column
+    dy = np.random.default_rng(1).standard_normal((300, 129)).astype(np.float32)
+    serial = _bias_grad("serial", dy)
+    with forced_parallel():
+        np.testing.assert_array_equal(_bias_grad(None, dy), serial)
 
 
 def test_bad_parallel_threshold_env_is_a_clear_error():
@@ -165,6 +197,7 @@ def test_jit_falls_back_to_no_cache_when_there_is_nowhere_to_write(monkeypatch, 
 
 
 # -- limit_threads ---------------------------------------------------------------
+
 
 def _blas_threads():
     return [p["num_threads"] for p in threads.blas_controller().info() if p["user_api"] == "blas"]

@@ -39,7 +39,9 @@ def test_linear_matches_torch(rng, dtype, act):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "softmax"])
 def test_activation_layers_match_torch(rng, dtype, name):
-    layer = {"relu": fastbp.ReLU, "sigmoid": fastbp.Sigmoid, "tanh": fastbp.Tanh, "softmax": fastbp.Softmax}[name](dtype)
+    layer = {"relu": fastbp.ReLU, "sigmoid": fastbp.Sigmoid, "tanh": fastbp.Tanh, "softmax": fastbp.Softmax}[name](
+        dtype
+    )
     x = (rng.standard_normal((6, 11)) * 3).astype(dtype)
     dy = rng.standard_normal((6, 11)).astype(dtype)
     y = layer.forward(x)
@@ -106,9 +108,10 @@ def test_softmax_cross_entropy_none_matches_torch(rng, dtype):
 def test_mse_and_bce_match_torch(rng, dtype, reduction):
     p = rng.standard_normal((7, 3)).astype(dtype)
     y = rng.random((7, 3)).astype(dtype)
-    for ours, theirs in ((fastbp.MSELoss(reduction=reduction), torch.nn.MSELoss(reduction=reduction)),
-                         (fastbp.BCEWithLogits(reduction=reduction),
-                          torch.nn.BCEWithLogitsLoss(reduction=reduction))):
+    for ours, theirs in (
+        (fastbp.MSELoss(reduction=reduction), torch.nn.MSELoss(reduction=reduction)),
+        (fastbp.BCEWithLogits(reduction=reduction), torch.nn.BCEWithLogitsLoss(reduction=reduction)),
+    ):
         loss = ours(p * 4, y)
         g = ours.backward()
         pt = T(p * 4, True)
@@ -134,9 +137,11 @@ def test_cross_entropy_on_probs_matches_torch_nll_of_log(rng, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_mlp_matches_torch(rng, dtype):
-    model = fastbp.Sequential(fastbp.Linear(20, 16, activation="relu", dtype=dtype, seed=0),
-                              fastbp.Linear(16, 12, activation="tanh", dtype=dtype, seed=1),
-                              fastbp.Linear(12, 4, dtype=dtype, seed=2))
+    model = fastbp.Sequential(
+        fastbp.Linear(20, 16, activation="relu", dtype=dtype, seed=0),
+        fastbp.Linear(16, 12, activation="tanh", dtype=dtype, seed=1),
+        fastbp.Linear(12, 4, dtype=dtype, seed=2),
+    )
     x = rng.standard_normal((32, 20)).astype(dtype)
     y = rng.integers(0, 4, 32)
     loss_fn = fastbp.SoftmaxCrossEntropy()

@@ -13,8 +13,10 @@ from fastbp.loop import Batches, backward_update, count_correct, forward_loss
 
 
 def small_model(seed=0, dtype=np.float32, width=20, classes=3):
-    return fastbp.Sequential(fastbp.Linear(width, 32, activation="relu", dtype=dtype, seed=seed),
-                             fastbp.Linear(32, classes, dtype=dtype, seed=seed + 1))
+    return fastbp.Sequential(
+        fastbp.Linear(width, 32, activation="relu", dtype=dtype, seed=seed),
+        fastbp.Linear(32, classes, dtype=dtype, seed=seed + 1),
+    )
 
 
 @pytest.fixture
@@ -26,8 +28,18 @@ def test_fit_learns_and_records_history(data):
     X, y = data
     model = small_model()
     opt = fastbp.Adam(model.parameters(), lr=1e-2)
-    h = fastbp.fit(model, X, y, loss=fastbp.SoftmaxCrossEntropy(), optimizer=opt, epochs=15, batch_size=32,
-                   seed=0, validation_split=0.2, progress=False)
+    h = fastbp.fit(
+        model,
+        X,
+        y,
+        loss=fastbp.SoftmaxCrossEntropy(),
+        optimizer=opt,
+        epochs=15,
+        batch_size=32,
+        seed=0,
+        validation_split=0.2,
+        progress=False,
+    )
     assert h.epochs == 15 and len(h.val_loss) == len(h.val_accuracy) == len(h.samples_per_sec) == 15
     assert h.loss[-1] < 0.5 * h.loss[0]
     assert h.accuracy[-1] > 0.9 and h.val_accuracy[-1] > 0.85
@@ -42,8 +54,17 @@ def test_fit_is_deterministic_given_seed(data):
     def run(seed):
         model = small_model()
         opt = fastbp.SGD(model.parameters(), lr=0.05, momentum=0.9)
-        h = fastbp.fit(model, X, y, loss=fastbp.SoftmaxCrossEntropy(), optimizer=opt, epochs=3, batch_size=50,
-                       seed=seed, progress=False)
+        h = fastbp.fit(
+            model,
+            X,
+            y,
+            loss=fastbp.SoftmaxCrossEntropy(),
+            optimizer=opt,
+            epochs=3,
+            batch_size=50,
+            seed=seed,
+            progress=False,
+        )
         return h.loss, model.state_dict()
 
     (la, sa), (lb, sb), (lc, _) = run(7), run(7), run(8)
@@ -61,8 +82,16 @@ def test_last_partial_batch_is_used(data):
             return super().forward(pred, target)
 
     model = small_model()
-    fastbp.fit(model, X[:110], y[:110], loss=Counting(), optimizer=fastbp.SGD(model.parameters(), lr=0.1),
-               epochs=2, batch_size=32, progress=False)
+    fastbp.fit(
+        model,
+        X[:110],
+        y[:110],
+        loss=Counting(),
+        optimizer=fastbp.SGD(model.parameters(), lr=0.1),
+        epochs=2,
+        batch_size=32,
+        progress=False,
+    )
     assert seen == [32, 32, 32, 14] * 2
 
 
@@ -82,8 +111,17 @@ def test_evaluate_matches_full_batch_mean(data):
 def test_regression_fit(data):
     X, Y = datasets.make_regression(400, 8, 2, seed=0)
     model = fastbp.Sequential(fastbp.Linear(8, 32, activation="tanh", seed=0), fastbp.Linear(32, 2, seed=1))
-    h = fastbp.fit(model, X, Y, loss=fastbp.MSELoss(), optimizer=fastbp.Adam(model.parameters(), lr=1e-2),
-                   epochs=30, batch_size=32, seed=0, progress=False)
+    h = fastbp.fit(
+        model,
+        X,
+        Y,
+        loss=fastbp.MSELoss(),
+        optimizer=fastbp.Adam(model.parameters(), lr=1e-2),
+        epochs=30,
+        batch_size=32,
+        seed=0,
+        progress=False,
+    )
     assert h.loss[-1] < 0.2 * h.loss[0] and h.accuracy == []
 
 
@@ -96,8 +134,21 @@ def test_early_stopping_restores_best(data):
     def keep(epoch, logs, m):
         snapshots.append((logs["val_loss"], m.state_dict()))
 
-    h = fastbp.fit(model, X, y, loss=fastbp.SoftmaxCrossEntropy(), optimizer=opt, epochs=40, batch_size=32, seed=0,
-                   validation_split=0.25, early_stopping=True, patience=3, callbacks=[keep], progress=False)
+    h = fastbp.fit(
+        model,
+        X,
+        y,
+        loss=fastbp.SoftmaxCrossEntropy(),
+        optimizer=opt,
+        epochs=40,
+        batch_size=32,
+        seed=0,
+        validation_split=0.25,
+        early_stopping=True,
+        patience=3,
+        callbacks=[keep],
+        progress=False,
+    )
     best = int(np.argmin([s[0] for s in snapshots]))
     assert h.stopped_early and h.best_epoch == best + 1 and len(h.loss) == best + 4
     for k, a in model.state_dict().items():
@@ -109,8 +160,18 @@ def test_callback_stops_and_schedule_steps(data):
     model = small_model()
     opt = fastbp.SGD(model.parameters(), lr=0.1)
     sched = fastbp.schedules.StepLR(opt, step_size=1, gamma=0.5)
-    h = fastbp.fit(model, X, y, loss=fastbp.SoftmaxCrossEntropy(), optimizer=opt, epochs=10, lr_schedule=sched,
-                   callbacks=[lambda e, logs, m: e == 3], progress=False, clip_norm=1.0)
+    h = fastbp.fit(
+        model,
+        X,
+        y,
+        loss=fastbp.SoftmaxCrossEntropy(),
+        optimizer=opt,
+        epochs=10,
+        lr_schedule=sched,
+        callbacks=[lambda e, logs, m: e == 3],
+        progress=False,
+        clip_norm=1.0,
+    )
     assert h.epochs == 3 and h.lr == [0.1, 0.05, 0.025]
 
 
@@ -124,10 +185,18 @@ def test_non_finite_loss_stops_with_location_and_finite_model(data):
     loss = fastbp.SoftmaxCrossEntropy()
     opt, ref_opt = fastbp.SGD(model.parameters(), lr=0.1), fastbp.SGD(ref.parameters(), lr=0.1)
     with pytest.raises(fastbp.NonFiniteLossError, match=r"epoch 1, batch 3"):
-        fastbp.fit(model, X, y[:100], loss=loss, optimizer=opt, epochs=2, batch_size=32, shuffle=False,
-                   progress=False)
-    fastbp.fit(ref, X[:64], y[:64], loss=fastbp.SoftmaxCrossEntropy(), optimizer=ref_opt, epochs=1,
-               batch_size=32, shuffle=False, progress=False)
+        fastbp.fit(model, X, y[:100], loss=loss, optimizer=opt, epochs=2, batch_size=32, shuffle=False, progress=False)
+    fastbp.fit(
+        ref,
+        X[:64],
+        y[:64],
+        loss=fastbp.SoftmaxCrossEntropy(),
+        optimizer=ref_opt,
+        epochs=1,
+        batch_size=32,
+        shuffle=False,
+        progress=False,
+    )
     for a, b in zip(model.parameters(), ref.parameters()):
         np.testing.assert_array_equal(a.data, b.data)  # the state after the last finite batch
 
@@ -149,13 +218,14 @@ def test_non_finite_parameters_roll_back_to_epoch_start(data):
 
     opt = fastbp.SGD(model.parameters(), lr=0.1)
     with pytest.raises(fastbp.NonFiniteLossError, match="batch 3.*restored to the start of the epoch"):
-        fastbp.fit(model, X, y, loss=InfGradient(), optimizer=opt, epochs=1, batch_size=16, shuffle=False,
-                   progress=False)
+        fastbp.fit(
+            model, X, y, loss=InfGradient(), optimizer=opt, epochs=1, batch_size=16, shuffle=False, progress=False
+        )
     for k, a in model.state_dict().items():
         np.testing.assert_array_equal(a, start[k])
 
 
-def test_ctrl_c_finishes_the_step(data):
+def test_ctrl_c_finishes_the_step(data, default_sigint):
     X, y = data
     calls = []
 
@@ -168,21 +238,38 @@ def test_ctrl_c_finishes_the_step(data):
 
     model, ref = small_model(), small_model()
     with pytest.raises(KeyboardInterrupt, match="batch 5"):
-        fastbp.fit(model, X, y, loss=Interrupting(), optimizer=fastbp.SGD(model.parameters(), lr=0.1), epochs=1,
-                   batch_size=32, shuffle=False, progress=False)
-    fastbp.fit(ref, X[:160], y[:160], loss=fastbp.SoftmaxCrossEntropy(), optimizer=fastbp.SGD(ref.parameters(), lr=0.1),
-               epochs=1, batch_size=32, shuffle=False, progress=False)
+        fastbp.fit(
+            model,
+            X,
+            y,
+            loss=Interrupting(),
+            optimizer=fastbp.SGD(model.parameters(), lr=0.1),
+            epochs=1,
+            batch_size=32,
+            shuffle=False,
+            progress=False,
+        )
+    fastbp.fit(
+        ref,
+        X[:160],
+        y[:160],
+        loss=fastbp.SoftmaxCrossEntropy(),
+        optimizer=fastbp.SGD(ref.parameters(), lr=0.1),
+        epochs=1,
+        batch_size=32,
+        shuffle=False,
+        progress=False,
+    )
     for a, b in zip(model.parameters(), ref.parameters()):
         np.testing.assert_array_equal(a.data, b.data)  # exactly five whole steps
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is default_sigint  # the handler from before fit is back
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_training_step_allocates_nothing_after_warmup(optimizer):
     """tracemalloc sees numpy's allocations; a few hundred steps must not grow memory by even one buffer."""
     X, y = datasets.make_classification(1000, 64, 24, seed=0)
-    model = fastbp.Sequential(fastbp.Linear(64, 128, activation="relu", seed=0),
-                              fastbp.Linear(128, 24, seed=1))
+    model = fastbp.Sequential(fastbp.Linear(64, 128, activation="relu", seed=0), fastbp.Linear(128, 24, seed=1))
     loss = fastbp.SoftmaxCrossEntropy()
     params = model.parameters()
     opt = fastbp.SGD(params, lr=0.01, momentum=0.9) if optimizer == "sgd" else fastbp.Adam(params)
@@ -193,7 +280,7 @@ def test_training_step_allocates_nothing_after_warmup(optimizer):
     def epoch():
         rng.shuffle(order)
         for start in range(0, 1000, 48):  # 20 full batches and a partial one of 40
-            xb, yb = batches.gather(order[start:start + 48])
+            xb, yb = batches.gather(order[start : start + 48])
             out, _ = forward_loss(model, loss, xb, yb)
             count_correct(out, yb, loss)  # fit counts accuracy every step
             backward_update(model, loss, opt, params, 1.0)
@@ -272,15 +359,17 @@ def test_twenty_steps_match_torch(name):
             recorded.append(value)
             return value
 
-    make = {"sgd_momentum": (fastbp.SGD, torch.optim.SGD, dict(lr=0.1, momentum=0.9)),
-            "adam": (fastbp.Adam, torch.optim.Adam, dict(lr=1e-2)),
-            "adamw": (fastbp.AdamW, torch.optim.AdamW, dict(lr=1e-2, weight_decay=0.05))}[name]
+    make = {
+        "sgd_momentum": (fastbp.SGD, torch.optim.SGD, dict(lr=0.1, momentum=0.9)),
+        "adam": (fastbp.Adam, torch.optim.Adam, dict(lr=1e-2)),
+        "adamw": (fastbp.AdamW, torch.optim.AdamW, dict(lr=1e-2, weight_decay=0.05)),
+    }[name]
     tparams = [torch.tensor(p.data.copy(), requires_grad=True) for p in model.parameters()]
     opt, topt = make[0](model.parameters(), **make[2]), make[1](tparams, **make[2])
     fastbp.fit(model, X, y, loss=Recording(), optimizer=opt, epochs=1, batch_size=16, shuffle=False, progress=False)
     theirs = []
     for start in range(0, 320, 16):
-        xb, yb = torch.tensor(X[start:start + 16]), torch.tensor(y[start:start + 16])
+        xb, yb = torch.tensor(X[start : start + 16]), torch.tensor(y[start : start + 16])
         h = torch.relu(xb @ tparams[0] + tparams[1])
         loss = torch.nn.functional.cross_entropy(h @ tparams[2] + tparams[3], yb)
         topt.zero_grad()

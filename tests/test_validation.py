@@ -12,17 +12,20 @@ def layer():
     return fastbp.Linear(4, 3, seed=0)
 
 
-@pytest.mark.parametrize("x,err,match", [
-    (np.ones((2, 5), np.float32), ValueError, r"x: expected shape \(batch, 4\), got \(2, 5\)"),
-    (np.ones(4, np.float32), ValueError, r"x: expected a 2-D array, got 1-D"),
-    (np.ones((2, 4, 1), np.float32), ValueError, r"x: expected a 2-D array, got 3-D"),
-    (np.ones((0, 4), np.float32), ValueError, r"x: expected at least one row"),
-    (np.ones((2, 4), np.int64), TypeError, r"x: expected a floating-point array, got dtype int64"),
-    (np.ones((2, 4), object), TypeError, r"x: expected a floating-point array, got dtype object"),
-    (np.ones((2, 4), bool), TypeError, r"x: expected a floating-point array, got dtype bool"),
-    (np.ones((2, 4), complex), TypeError, r"x: expected a floating-point array, got dtype complex128"),
-    ([["a", "b", "c", "d"]], TypeError, r"x: expected a floating-point array"),
-])
+@pytest.mark.parametrize(
+    "x,err,match",
+    [
+        (np.ones((2, 5), np.float32), ValueError, r"x: expected shape \(batch, 4\), got \(2, 5\)"),
+        (np.ones(4, np.float32), ValueError, r"x: expected a 2-D array, got 1-D"),
+        (np.ones((2, 4, 1), np.float32), ValueError, r"x: expected a 2-D array, got 3-D"),
+        (np.ones((0, 4), np.float32), ValueError, r"x: expected at least one row"),
+        (np.ones((2, 4), np.int64), TypeError, r"x: expected a floating-point array, got dtype int64"),
+        (np.ones((2, 4), object), TypeError, r"x: expected a floating-point array, got dtype object"),
+        (np.ones((2, 4), bool), TypeError, r"x: expected a floating-point array, got dtype bool"),
+        (np.ones((2, 4), complex), TypeError, r"x: expected a floating-point array, got dtype complex128"),
+        ([["a", "b", "c", "d"]], TypeError, r"x: expected a floating-point array"),
+    ],
+)
 def test_linear_rejects_bad_x(layer, x, err, match):
     with pytest.raises(err, match=match):
         layer.forward(x)
@@ -38,45 +41,54 @@ def test_backward_before_forward_and_bad_dy(layer):
         layer.backward(np.ones((2, 3), np.int32))
 
 
-@pytest.mark.parametrize("kwargs,err,match", [
-    (dict(in_features=0, out_features=3), ValueError, "in_features: expected an int >= 1, got 0"),
-    (dict(in_features=2.5, out_features=3), TypeError, "in_features: expected an int >= 1, got float"),
-    (dict(in_features=2, out_features=-1), ValueError, "out_features"),
-    (dict(in_features=2, out_features=3, activation="gelu"), ValueError, "activation: expected one of"),
-    (dict(in_features=2, out_features=3, dtype=np.int32), TypeError, "dtype: expected float32 or float64"),
-    (dict(in_features=2, out_features=3, dtype=np.float16), TypeError, "dtype: expected float32 or float64"),
-    (dict(in_features=2, out_features=3, init="xavier"), ValueError, "init: expected one of"),
-    (dict(in_features=2, out_features=3, backend="cuda"), ValueError, "backend: expected one of"),
-])
+@pytest.mark.parametrize(
+    "kwargs,err,match",
+    [
+        (dict(in_features=0, out_features=3), ValueError, "in_features: expected an int >= 1, got 0"),
+        (dict(in_features=2.5, out_features=3), TypeError, "in_features: expected an int >= 1, got float"),
+        (dict(in_features=2, out_features=-1), ValueError, "out_features"),
+        (dict(in_features=2, out_features=3, activation="gelu"), ValueError, "activation: expected one of"),
+        (dict(in_features=2, out_features=3, dtype=np.int32), TypeError, "dtype: expected float32 or float64"),
+        (dict(in_features=2, out_features=3, dtype=np.float16), TypeError, "dtype: expected float32 or float64"),
+        (dict(in_features=2, out_features=3, init="xavier"), ValueError, "init: expected one of"),
+        (dict(in_features=2, out_features=3, backend="cuda"), ValueError, "backend: expected one of"),
+    ],
+)
 def test_linear_constructor_checks(kwargs, err, match):
     with pytest.raises(err, match=match):
         fastbp.Linear(**kwargs)
 
 
-@pytest.mark.parametrize("target,err,match", [
-    (np.array([0, 1, 5]), ValueError, r"target: expected labels in \[0, 4\), got 5"),
-    (np.array([0, -1, 2]), ValueError, r"target: expected labels in \[0, 4\), got -1"),
-    (np.array([0.0, 1.0, 2.0]), TypeError, "target: expected integer class labels, got dtype float64"),
-    (np.array([0, 1]), ValueError, "target: expected 3 labels"),
-    (np.ones((3, 4)), ValueError, "target: expected rows summing to 1"),
-    (np.full((3, 4), -0.25), ValueError, "target: expected finite non-negative probabilities"),
-    (np.full((3, 4), np.nan), ValueError, "target: expected finite non-negative probabilities"),
-    (np.full((3, 5), 0.2), ValueError, r"target: expected shape \(3, 4\)"),
-    (np.zeros((3, 4, 1)), ValueError, "target: expected integer labels"),
-])
+@pytest.mark.parametrize(
+    "target,err,match",
+    [
+        (np.array([0, 1, 5]), ValueError, r"target: expected labels in \[0, 4\), got 5"),
+        (np.array([0, -1, 2]), ValueError, r"target: expected labels in \[0, 4\), got -1"),
+        (np.array([0.0, 1.0, 2.0]), TypeError, "target: expected integer class labels, got dtype float64"),
+        (np.array([0, 1]), ValueError, "target: expected 3 labels"),
+        (np.ones((3, 4)), ValueError, "target: expected rows summing to 1"),
+        (np.full((3, 4), -0.25), ValueError, "target: expected finite non-negative probabilities"),
+        (np.full((3, 4), np.nan), ValueError, "target: expected finite non-negative probabilities"),
+        (np.full((3, 5), 0.2), ValueError, r"target: expected shape \(3, 4\)"),
+        (np.zeros((3, 4, 1)), ValueError, "target: expected integer labels"),
+    ],
+)
 def test_softmax_cross_entropy_rejects_bad_targets(target, err, match):
     z = np.zeros((3, 4), np.float32)
     with pytest.raises(err, match=match):
         fastbp.SoftmaxCrossEntropy()(z, target)
 
 
-@pytest.mark.parametrize("kwargs,err,match", [
-    (dict(weight=[1.0, 2.0]), ValueError, r"weight: expected shape \(4,\)"),
-    (dict(weight=[1.0, -2.0, 1.0, 1.0]), ValueError, "weight: expected finite non-negative"),
-    (dict(weight=[0.0, 0.0, 0.0, 0.0]), ValueError, "weights sum to 0"),
-    (dict(label_smoothing=1.0), ValueError, r"label_smoothing: expected a number in \[0.0, 1.0\), got 1.0"),
-    (dict(reduction="avg"), ValueError, "reduction: expected one of"),
-])
+@pytest.mark.parametrize(
+    "kwargs,err,match",
+    [
+        (dict(weight=[1.0, 2.0]), ValueError, r"weight: expected shape \(4,\)"),
+        (dict(weight=[1.0, -2.0, 1.0, 1.0]), ValueError, "weight: expected finite non-negative"),
+        (dict(weight=[0.0, 0.0, 0.0, 0.0]), ValueError, "weights sum to 0"),
+        (dict(label_smoothing=1.0), ValueError, r"label_smoothing: expected a number in \[0.0, 1.0\), got 1.0"),
+        (dict(reduction="avg"), ValueError, "reduction: expected one of"),
+    ],
+)
 def test_softmax_cross_entropy_rejects_bad_options(kwargs, err, match):
     with pytest.raises(err, match=match):
         ops.softmax_cross_entropy(np.zeros((3, 4)), np.array([0, 1, 2]), **kwargs)
@@ -148,6 +160,7 @@ def test_nan_and_inf_inputs_propagate_not_crash(backend):
 
 # -- the declared-constraint mechanism itself ------------------------------------
 
+
 def test_constraints_accept_python_and_numpy_numbers_and_convert():
     from fastbp import _validate as v
 
@@ -158,14 +171,17 @@ def test_constraints_accept_python_and_numpy_numbers_and_convert():
     assert v.check(float("inf"), "n_iter_no_change", v.POSITIVE_INT, v.Options(float("inf"))) == float("inf")
 
 
-@pytest.mark.parametrize("value,constraints,err,message", [
-    (0, "POSITIVE_INT", ValueError, "n: expected an int >= 1, got 0"),
-    (True, "POSITIVE_INT", TypeError, "n: expected an int >= 1, got bool True"),
-    (2.0, "POSITIVE_INT", TypeError, "n: expected an int >= 1, got float 2.0"),
-    (float("nan"), "POSITIVE", ValueError, "n: expected a finite number > 0, got nan"),
-    (float("inf"), "NON_NEGATIVE", ValueError, "n: expected a finite number >= 0, got inf"),
-    ("1", "NON_NEGATIVE", TypeError, "n: expected a finite number >= 0, got str '1'"),
-])
+@pytest.mark.parametrize(
+    "value,constraints,err,message",
+    [
+        (0, "POSITIVE_INT", ValueError, "n: expected an int >= 1, got 0"),
+        (True, "POSITIVE_INT", TypeError, "n: expected an int >= 1, got bool True"),
+        (2.0, "POSITIVE_INT", TypeError, "n: expected an int >= 1, got float 2.0"),
+        (float("nan"), "POSITIVE", ValueError, "n: expected a finite number > 0, got nan"),
+        (float("inf"), "NON_NEGATIVE", ValueError, "n: expected a finite number >= 0, got inf"),
+        ("1", "NON_NEGATIVE", TypeError, "n: expected a finite number >= 0, got str '1'"),
+    ],
+)
 def test_constraint_errors_name_argument_expectation_and_value(value, constraints, err, message):
     from fastbp import _validate as v
 

@@ -8,7 +8,7 @@ import numpy as np
 from numba import prange
 
 from ..jit import IDENTITY, RELU, SIGMOID, TANH, kernel
-from .vmath import exp, exp_shifted
+from .vmath import BLOCK, exp, exp_shifted
 
 __all__ = ["IDENTITY", "RELU", "SIGMOID", "TANH", "bias_act", "act_backward", "softmax_forward", "softmax_backward"]
 
@@ -79,19 +79,19 @@ def act_backward(dy, y, act, dx):
                 d[j] = g[j]
 
 
-@kernel
+@kernel(reduction=True)
 def softmax_forward(x, y):
     """Row-wise softmax of ``x`` (n, m) into ``y`` (may be ``x``); the row max is subtracted first."""
     n, m = x.shape
     for i in prange(n):
         yr = y[i]
         _, s = exp_shifted(x[i], yr)
-        inv = x.dtype.type(1.0) / s
+        inv = x.dtype.type(1.0) / x.dtype.type(s)  # s: the float64 row sum, rounded once
         for j in range(m):
             yr[j] *= inv
 
 
-@kernel
+@kernel(reduction=True)
 def softmax_backward(dy, y, dx):
     """Softmax Jacobian-vector product row by row: ``dx = y * (dy - sum(dy * y))``; ``dx`` may be ``dy``."""
     n, m = dy.shape
@@ -99,8 +99,14 @@ def softmax_backward(dy, y, dx):
         g = dy[i]
         o = y[i]
         d = dx[i]
-        s = dy.dtype.type(0.0)
-        for j in range(m):
-            s += g[j] * o[j]
+        total = 0.0  # float64 over float32 blocks: see vmath.BLOCK
+        for b in range((m + BLOCK - 1) // BLOCK):  # not range(0, m, BLOCK): that stops vectorising
+            j0 = b * BLOCK
+            part = dy.dtype.type(0.0)
+            for jj in range(min(BLOCK, m - j0)):
+                j = j0 + jj
+                part += g[j] * o[j]
+            total += part
+        s = dy.dtype.type(total)
         for j in range(m):
             d[j] = o[j] * (g[j] - s)

@@ -9,10 +9,10 @@ import numpy as np
 from numba import prange
 
 from ..jit import kernel
-from .vmath import exp, exp_shifted
+from .vmath import BLOCK, exp, exp_shifted
 
 
-@kernel
+@kernel(reduction=True)
 def softmax_xent_labels(z, labels, weights, smoothing, scale, grad, row_loss):
     """Fused softmax + cross-entropy on integer labels.
 
@@ -28,18 +28,19 @@ def softmax_xent_labels(z, labels, weights, smoothing, scale, grad, row_loss):
     zero = z.dtype.type(0.0)
     weighted = weights.shape[0] != 0
     eps_k = smoothing / z.dtype.type(k)
-    w_sum = zero
+    w_sum = z.dtype.type(k)
     if weighted:
+        w_total = 0.0  # float64: k may be wide
         for j in range(k):
-            w_sum += weights[j]
-    else:
-        w_sum = z.dtype.type(k)
+            w_total += weights[j]
+        w_sum = z.dtype.type(w_total)
     total = 0.0
     for i in prange(n):
         zr = z[i]
         gr = grad[i]
         t = labels[i]
-        m, s = exp_shifted(zr, gr)
+        m, s64 = exp_shifted(zr, gr)
+        s = z.dtype.type(s64)  # the float64 row sum, rounded once
         inv_s = one / s
         w_t = weights[t] if weighted else one
         c_t = (one - smoothing) * w_t  # extra coefficient on the target class
@@ -47,11 +48,16 @@ def softmax_xent_labels(z, labels, weights, smoothing, scale, grad, row_loss):
         # loss_i = sum_k c_k (m - z_k) + C log s, with c_k = c_t [k == t] + eps_k w_k
         acc = c_t * (m - zr[t])
         if smoothing != zero:
-            sm = zero
-            for j in range(k):
-                wj = weights[j] if weighted else one
-                sm += wj * (m - zr[j])
-            acc += eps_k * sm
+            sm = 0.0  # float64 over float32 blocks: see vmath.BLOCK
+            for b in range((k + BLOCK - 1) // BLOCK):  # not range(0, k, BLOCK): that stops vectorising
+                j0 = b * BLOCK
+                part = zero
+                for jj in range(min(BLOCK, k - j0)):
+                    j = j0 + jj
+                    wj = weights[j] if weighted else one
+                    part += wj * (m - zr[j])
+                sm += part
+            acc += eps_k * z.dtype.type(sm)
         li = acc + big_c * np.log(s)
         row_loss[i] = li
         total += li
@@ -62,7 +68,7 @@ def softmax_xent_labels(z, labels, weights, smoothing, scale, grad, row_loss):
     return total
 
 
-@kernel
+@kernel(reduction=True)
 def softmax_xent_probs(z, q, weights, smoothing, scale, grad, row_loss):
     """Fused softmax + cross-entropy on target probability rows ``q`` (n, k).
 
@@ -81,16 +87,23 @@ def softmax_xent_probs(z, q, weights, smoothing, scale, grad, row_loss):
         zr = z[i]
         qr = q[i]
         gr = grad[i]
-        m, s = exp_shifted(zr, gr)
+        m, s64 = exp_shifted(zr, gr)
+        s = z.dtype.type(s64)  # the float64 row sum, rounded once
         inv_s = one / s
-        big_c = zero
-        acc = zero
-        for j in range(k):
-            c = keep * qr[j] + eps_k
-            if weighted:
-                c *= weights[j]
-            big_c += c
-            acc += c * (m - zr[j])
+        big_c64, acc64 = 0.0, 0.0  # float64 over float32 blocks: see vmath.BLOCK
+        for b in range((k + BLOCK - 1) // BLOCK):  # not range(0, k, BLOCK): that stops vectorising
+            j0 = b * BLOCK
+            big_c_part, acc_part = zero, zero
+            for jj in range(min(BLOCK, k - j0)):
+                j = j0 + jj
+                c = keep * qr[j] + eps_k
+                if weighted:
+                    c *= weights[j]
+                big_c_part += c
+                acc_part += c * (m - zr[j])
+            big_c64 += big_c_part
+            acc64 += acc_part
+        big_c, acc = z.dtype.type(big_c64), z.dtype.type(acc64)
         li = acc + big_c * np.log(s)
         row_loss[i] = li
         total += li
@@ -126,7 +139,7 @@ def xent_labels(x, labels, eps, scale, grad, row_loss):
     return total
 
 
-@kernel
+@kernel(reduction=True)
 def xent_probs(x, q, eps, scale, grad, row_loss):
     """Cross-entropy on probabilities ``x`` and target rows ``q``: ``-sum_k q_k log(max(x_k, eps))``."""
     n, k = x.shape
@@ -136,17 +149,22 @@ def xent_probs(x, q, eps, scale, grad, row_loss):
         xr = x[i]
         qr = q[i]
         gr = grad[i]
-        li = zero
-        for j in range(k):
-            v = max(xr[j], eps)
-            li -= qr[j] * np.log(v)
-            gr[j] = -scale * qr[j] / v
+        li = 0.0  # float64 over float32 blocks: see vmath.BLOCK
+        for b in range((k + BLOCK - 1) // BLOCK):  # not range(0, k, BLOCK): that stops vectorising
+            j0 = b * BLOCK
+            part = zero
+            for jj in range(min(BLOCK, k - j0)):
+                j = j0 + jj
+                v = max(xr[j], eps)
+                part -= qr[j] * np.log(v)
+                gr[j] = -scale * qr[j] / v
+            li += part
         row_loss[i] = li
         total += li
     return total
 
 
-@kernel
+@kernel(reduction=True)
 def mse(pred, target, lscale, gscale, grad, elem_loss):
     """Squared error: ``grad = gscale (pred - target)``; returns ``lscale * sum (pred - target)**2``.
 
@@ -159,11 +177,16 @@ def mse(pred, target, lscale, gscale, grad, elem_loss):
         pr = pred[i]
         tr = target[i]
         gr = grad[i]
-        acc = pred.dtype.type(0.0)
-        for j in range(m):
-            d = pr[j] - tr[j]
-            gr[j] = gscale * d
-            acc += d * d
+        acc = 0.0  # float64 over float32 blocks: see vmath.BLOCK
+        for b in range((m + BLOCK - 1) // BLOCK):  # not range(0, m, BLOCK): that stops vectorising
+            j0 = b * BLOCK
+            part = pred.dtype.type(0.0)
+            for jj in range(min(BLOCK, m - j0)):
+                j = j0 + jj
+                d = pr[j] - tr[j]
+                gr[j] = gscale * d
+                part += d * d
+            acc += part
         if want_elem:
             for j in range(m):
                 d = pr[j] - tr[j]
@@ -172,7 +195,7 @@ def mse(pred, target, lscale, gscale, grad, elem_loss):
     return lscale * total
 
 
-@kernel
+@kernel(reduction=True)
 def bce_logits(z, y, gscale, grad, elem_loss):
     """Binary cross-entropy on logits, stable for any ``z``.
 
@@ -188,18 +211,23 @@ def bce_logits(z, y, gscale, grad, elem_loss):
         zr = z[i]
         yr = y[i]
         gr = grad[i]
-        acc = zero
-        for j in range(m):
-            v = zr[j]
-            e = exp(-np.abs(v))
-            li = max(v, zero) - v * yr[j] + np.log1p(e)
-            sig = one / (one + e)
-            if v < zero:
-                sig = e * sig
-            gr[j] = gscale * (sig - yr[j])
-            acc += li
-            if want_elem:
-                elem_loss[i, j] = li
+        acc = 0.0  # float64 over float32 blocks: see vmath.BLOCK
+        for b in range((m + BLOCK - 1) // BLOCK):  # not range(0, m, BLOCK): that stops vectorising
+            j0 = b * BLOCK
+            part = zero
+            for jj in range(min(BLOCK, m - j0)):
+                j = j0 + jj
+                v = zr[j]
+                e = exp(-np.abs(v))
+                li = max(v, zero) - v * yr[j] + np.log1p(e)
+                sig = one / (one + e)
+                if v < zero:
+                    sig = e * sig
+                gr[j] = gscale * (sig - yr[j])
+                part += li
+                if want_elem:
+                    elem_loss[i, j] = li
+            acc += part
         total += acc
     return total
 

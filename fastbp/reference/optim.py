@@ -12,11 +12,11 @@ def sgd(w, g, buf, lr, momentum, weight_decay, nesterov):
     w -= lr * d
 
 
-def adam(w, g, m, v, step_size, inv_sqrt_bc2, eps, beta1, beta2, weight_decay, decay):
+def adam(w, g, m, v, step_size, inv_sqrt_bc2, eps, beta1, beta2, one_minus_beta1, one_minus_beta2, weight_decay, decay):
     w *= decay
     d = g + weight_decay * w
-    m[...] = beta1 * m + (1 - beta1) * d
-    v[...] = beta2 * v + (1 - beta2) * d * d
+    m[...] = beta1 * m + one_minus_beta1 * d
+    v[...] = beta2 * v + one_minus_beta2 * d * d  # left to right: (c2 d) d cannot overflow where d d would
     w -= step_size * m / (np.sqrt(v) * inv_sqrt_bc2 + eps)
 
 

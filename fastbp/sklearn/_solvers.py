@@ -99,6 +99,8 @@ class Adam:
                 t(self.epsilon),
                 t(b1),
                 t(b2),
+                t(1 - b1),  # formed in float64, rounded once
+                t(1 - b2),
                 t(l2 if decay else 0.0),
                 t(1.0),
             )
