@@ -134,7 +134,12 @@ def load(path, *, with_optimizer: bool = False, backend: str = "numba"):
     try:
         with np.load(path, allow_pickle=False) as data:
             entries = {k: data[k] for k in data.files}
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as e:
+    except ValueError as e:
+        if "allow_pickle" in str(e):  # numpy refused an object array before unpickling it
+            raise _bad(path, "holds a pickled object array, which fastbp model files never contain; "
+                       "refused without unpickling it") from e
+        raise _bad(path, f"not a readable fastbp model file (truncated or corrupted?): {e}") from e
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
         raise _bad(path, f"not a readable fastbp model file (truncated or corrupted?): {e}") from e
     if _MARKER not in entries or _META not in entries:
         raise _bad(path, f"not a fastbp model file (no {_MARKER!r} entry)")

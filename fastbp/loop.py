@@ -70,14 +70,16 @@ def defer_interrupts():
     """Hold Ctrl-C until the current step has finished, so no update is half applied.
 
     Yields a function that says whether Ctrl-C was pressed; a second Ctrl-C
-    stops waiting. Outside the main thread signals cannot be handled, and the
-    function always says no.
+    stops waiting. Outside the main thread signals cannot be handled, and where
+    SIGINT is ignored (``nohup``, a background job) it stays ignored; in both
+    cases the function always says no.
     """
-    if threading.current_thread() is not threading.main_thread():
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    if not main or previous is signal.SIG_IGN:
         yield lambda: False
         return
     pending = []
-    previous = signal.getsignal(signal.SIGINT)
 
     def handler(signum, frame):
         if pending:  # a second Ctrl-C: stop waiting

@@ -378,3 +378,34 @@ def test_twenty_steps_match_torch(name):
         theirs.append(loss.item())
     assert len(recorded) == 20
     np.testing.assert_allclose(recorded, theirs, rtol=2e-5, atol=1e-6)
+
+
+def test_ignored_sigint_stays_ignored_during_fit(data):
+    """A background job (nohup, ``cmd &``) ignores SIGINT: fit must not turn it into a KeyboardInterrupt."""
+    X, y = data
+    calls = []
+
+    class Interrupting(fastbp.SoftmaxCrossEntropy):
+        def forward(self, pred, target):
+            calls.append(1)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+            return super().forward(pred, target)
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        model = small_model()
+        history = fastbp.fit(
+            model,
+            X[:160],
+            y[:160],
+            loss=Interrupting(),
+            epochs=1,
+            batch_size=32,
+            progress=False,
+            optimizer=fastbp.SGD(model.parameters(), lr=0.1),
+        )
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # left as it was
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert history.epochs == 1 and len(calls) == 5  # all five batches ran
