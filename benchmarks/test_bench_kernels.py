@@ -54,6 +54,8 @@ def _args(kernel, shape, dtype, rng):
             t(1e-8),
             t(0.9),
             t(0.999),
+            t(1 - 0.9),
+            t(1 - 0.999),
             t(0),
             t(1),
         )

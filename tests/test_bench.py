@@ -78,12 +78,12 @@ def test_sklearn_fit_comparison_row():
     pytest.importorskip("sklearn")
     from sklearn import neural_network as sk
 
-    from fastbp.bench.sklearn_fit import _data, compare, format_row
+    from fastbp.bench.sklearn_fit import compare, format_row, load_case
 
     params = dict(hidden_layer_sizes=(8,), max_iter=2)
     (row,) = compare(cases=[("tiny", "digits", params, {}, 1)])
     assert row["samples"] == 1347 and row["features"] == 64 and row["same_settings"]
-    Xtr, Xte, ytr, yte = _data("digits")
+    Xtr, Xte, ytr, yte = load_case("digits")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tol=0: "maximum iterations reached"
         ref = sk.MLPClassifier(random_state=0, tol=0.0, **params).fit(Xtr, ytr)
