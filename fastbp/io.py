@@ -136,8 +136,10 @@ def load(path, *, with_optimizer: bool = False, backend: str = "numba"):
             entries = {k: data[k] for k in data.files}
     except ValueError as e:
         if "allow_pickle" in str(e):  # numpy refused an object array before unpickling it
-            raise _bad(path, "holds a pickled object array, which fastbp model files never contain; "
-                       "refused without unpickling it") from e
+            raise _bad(
+                path,
+                "holds a pickled object array, which fastbp model files never contain; refused without unpickling it",
+            ) from e
         raise _bad(path, f"not a readable fastbp model file (truncated or corrupted?): {e}") from e
     except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
         raise _bad(path, f"not a readable fastbp model file (truncated or corrupted?): {e}") from e
