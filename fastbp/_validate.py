@@ -24,11 +24,18 @@ def as_dtype(dtype, name: str = "dtype") -> np.dtype:
 
 
 def float_array(a, name: str, *, ndim: int | None = 2, dtype=None, contiguous: bool = True) -> np.ndarray:
-    """A floating array from an array-like, converted to ``dtype`` when given.
+    """A float32 or float64 array from an array-like, converted to ``dtype`` when given.
 
+    The dtype rule, the same for both backends: fastbp computes in float32 or
+    float64 only (its kernels exist for those two). Without ``dtype`` the array's
+    own dtype decides the computation, so any other float (float16, longdouble)
+    is a TypeError rather than a failure deep in a kernel or a silent float16
+    computation in numpy. With ``dtype`` (a layer's dtype, or the dtype of the
+    array this one is paired with, as targets follow their logits) any float
+    array is converted to it: float16 input to a float32 layer is fine.
     Integer, boolean, complex and object arrays are refused rather than
-    silently converted; C-contiguity is ensured (copying only when needed)
-    when ``contiguous``.
+    silently converted, either way. C-contiguity is ensured (copying only when
+    needed) when ``contiguous``.
     """
     arr = np.asarray(a)
     if arr.dtype.kind != "f":
@@ -36,6 +43,8 @@ def float_array(a, name: str, *, ndim: int | None = 2, dtype=None, contiguous: b
             f"{name}: expected a floating-point array, got dtype {arr.dtype}"
             + (" (convert with .astype(np.float32))" if arr.dtype.kind in "iub" else "")
         )
+    if dtype is None and arr.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected float32 or float64, got {arr.dtype} (convert with .astype(np.float32))")
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name}: expected a {ndim}-D array, got {arr.ndim}-D with shape {arr.shape}")
     if dtype is not None and arr.dtype != dtype:
@@ -82,17 +91,39 @@ def labels(y, name: str, n: int, n_classes: int) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
+# Row-sum tolerance of prob_rows, fixed for any row width k. A row normalised in
+# its own dtype (unit roundoff u = eps / 2) by ``q / q.sum()`` has elements
+# r_j = (q_j / s)(1 + d_j) / (1 + d_s), s the exact sum: |d_j| <= u for each quotient's
+# rounding (relative, so these add up to at most u * sum(q_j / s) = u) and
+# |d_s| <= (127 + log2 k) u for numpy's pairwise sum (blocks of at most 128 added in a
+# loop, then halved). Summed in float64 (error at most k * 2**-53, negligible),
+# |sum(r) - 1| <= (128 + log2 k) u: at k = 1e6 about 148 u, i.e. 8.8e-6 for float32 and
+# 1.6e-14 for float64, and typically far less. 1e-4 and 1e-8 are so generous at every
+# width, yet an all-zero row or a missing 1% is refused at any k
+# (tests/test_numerics_inputs.py checks both, up to k = 1e6).
+ROW_SUM_TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-8}
+
+
 def prob_rows(q, name: str, shape: tuple, dtype, *, atol: float | None = None) -> np.ndarray:
-    """Target probability rows: finite, non-negative, each row summing to 1."""
-    arr = float_array(q, name, ndim=2, dtype=dtype)
+    """Target probability rows: finite, non-negative, each row summing to 1.
+
+    The sums are checked within ``atol``, by default :data:`ROW_SUM_TOL` of the
+    coarser of ``dtype`` and the dtype ``q`` came in (rows normalised in float32
+    and checked as float64 get float32's tolerance); it does not grow with the width.
+    """
+    given = np.asarray(q)
+    arr = float_array(given, name, ndim=2, dtype=dtype)
     if arr.shape != shape:
         raise ValueError(f"{name}: expected shape {shape}, got {arr.shape}")
     if not np.isfinite(arr).all() or (arr < 0).any():
         raise ValueError(f"{name}: expected finite non-negative probabilities")
     sums = arr.sum(axis=1, dtype=np.float64)
-    tol = atol if atol is not None else (1e-4 if arr.dtype == np.float32 else 1e-8) * shape[1]
+    if atol is None:
+        # float64's only when both are float64 or finer; float16 rows (converted) get float32's.
+        fine = given.dtype.itemsize >= 8 and arr.dtype == np.float64
+        atol = ROW_SUM_TOL[np.dtype(np.float64 if fine else np.float32)]
     worst = int(np.argmax(np.abs(sums - 1)))
-    if abs(sums[worst] - 1) > tol:
+    if abs(sums[worst] - 1) > atol:
         raise ValueError(f"{name}: expected rows summing to 1, row {worst} sums to {sums[worst]:.6g}")
     return arr
 

@@ -43,6 +43,22 @@ def _targets(target, n, k, dtype, name="target"):
     )
 
 
+def _outputs(bufs, shape, dtype, rows_shape, *inputs):
+    """The gradient and loss buffers: the loss's reused pair, or new arrays when an input shares their memory.
+
+    Feeding a loss its own last gradient (``loss(loss.backward(), y)``) is legitimate, but the
+    kernels overwrite a gradient row while still reading that row of the input; so such a call
+    gets new arrays. The functional forms (``bufs`` None) always allocate, and skip the check.
+    """
+    if bufs is None:
+        return np.empty(shape, dtype), np.empty(rows_shape, dtype)
+    grad, rows = bufs.pair(shape, dtype, rows_shape)
+    for a in inputs:
+        if a is not None and (np.may_share_memory(a, grad) or np.may_share_memory(a, rows)):
+            return np.empty(shape, dtype), np.empty(rows_shape, dtype)
+    return grad, rows
+
+
 def _finish(total, rows, scale, reduction):
     if reduction == "none":
         return rows.copy()
@@ -86,7 +102,7 @@ def softmax_cross_entropy(
         if norm <= 0:
             raise ValueError("weight: the targets' class weights sum to 0, so the mean is undefined")
         scale = 1.0 / norm
-    grad, rows = (_bufs or _Buffers()).pair(z.shape, z.dtype, (n,))
+    grad, rows = _outputs(_bufs, z.shape, z.dtype, (n,), z, q, w, labels)
     t = z.dtype.type
     if labels is not None:
         total = mod.softmax_xent_labels(z, labels, w, t(smoothing), t(scale), grad, rows)
@@ -123,7 +139,7 @@ def cross_entropy(probs, target, *, eps=None, reduction="mean", backend="numba",
     eps = v.fraction(eps, "eps", lo=0.0, hi=1.0)
     labels, q = _targets(target, n, k, x.dtype)
     scale = 1.0 / n if reduction == "mean" else 1.0
-    grad, rows = (_bufs or _Buffers()).pair(x.shape, x.dtype, (n,))
+    grad, rows = _outputs(_bufs, x.shape, x.dtype, (n,), x, q, labels)
     t = x.dtype.type
     if labels is not None:
         total = mod.xent_labels(x, labels, t(eps), t(scale), grad, rows)
@@ -160,7 +176,7 @@ def mse_loss(pred, target, *, reduction="mean", half=False, backend="numba", _bu
     v.choice(reduction, "reduction", REDUCTIONS)
     p, t = _pair(pred, target, "pred", "target")
     c = (0.5 if half else 1.0) / (p.size if reduction == "mean" else 1)
-    grad, elems = (_bufs or _Buffers()).pair(p.shape, p.dtype, p.shape if reduction == "none" else (0, 0))
+    grad, elems = _outputs(_bufs, p.shape, p.dtype, p.shape if reduction == "none" else (0, 0), p, t)
     total = mod.mse(p, t, p.dtype.type(c), p.dtype.type(2 * c), grad, elems)
     return (elems.copy() if reduction == "none" else float(total)), grad
 
@@ -187,7 +203,7 @@ def bce_with_logits(logits, target, *, reduction="mean", backend="numba", _bufs=
     if not np.isfinite(y).all() or (y < 0).any() or (y > 1).any():
         raise ValueError("target: expected values in [0, 1]")
     scale = 1.0 / z.size if reduction == "mean" else 1.0
-    grad, elems = (_bufs or _Buffers()).pair(z.shape, z.dtype, z.shape if reduction == "none" else (0, 0))
+    grad, elems = _outputs(_bufs, z.shape, z.dtype, z.shape if reduction == "none" else (0, 0), z, y)
     total = mod.bce_logits(z, y, z.dtype.type(scale), grad, elems)
     if reduction == "none":
         return elems.copy(), grad

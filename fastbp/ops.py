@@ -3,7 +3,11 @@
 Every function validates its inputs (shapes, dtypes, label ranges), allocates
 what it returns, and runs the numba kernel (``backend="numba"``, the default)
 or its numpy twin (``backend="numpy"``). Matmuls are BLAS calls through
-``numpy.matmul``. Arrays keep their dtype: float32 in, float32 out.
+``numpy.matmul``. Arrays keep their dtype: float32 in, float32 out (float16 and
+longdouble are refused: there are no kernels for them).
+
+An ``out=`` array must be writeable, C-contiguous, of the result's shape and
+dtype, and either an input itself (in place) or share no memory with any input.
 
 Row-major layout is the default (``y = x @ W + b``, ``x`` (batch, in), ``W``
 (in, out)); the ``*_cm`` functions give the column-major form (``f = W @ g + b``,
@@ -43,13 +47,36 @@ __all__ = [
 ]
 
 
-def _out(out, name, shape, dtype):
+def _out(out, name, shape, dtype, *inputs):
+    """``out`` checked (or a new array when None); ``inputs`` are the (name, array) pairs the kernel reads.
+
+    ``out`` may be one of the inputs exactly (in place, e.g. ``out=dy``): the elementwise and
+    row-wise kernels read what they need of an input row before writing that row of ``out``, and
+    ``numpy.matmul`` copies when its output is an operand. Any other sharing of memory with an
+    input (a shifted or reshaped view of it) is refused rather than computed through a temporary:
+    a kernel writing row ``i`` would clobber input rows it has not read yet, a hidden copy would
+    make ``out=`` allocate (what it exists to avoid), and such a call is almost always a bug.
+    """
     if out is None:
         return np.empty(shape, dtype)
     if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
         got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
         raise ValueError(f"{name}: expected a C-contiguous {dtype} array of shape {shape}, got {got}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name}: expected a writeable array, got a read-only one")
+    for in_name, a in inputs:
+        # ``out is a`` is the usual in-place call; may_share_memory compares address ranges (cheap);
+        # shares_memory is exact, and runs only when those ranges meet.
+        if out is not a and np.may_share_memory(out, a) and not _same_view(out, a) and np.shares_memory(out, a):
+            raise ValueError(
+                f"{name}: overlaps {in_name} without being {in_name}; pass a separate array or {in_name} itself"
+            )
     return out
+
+
+def _same_view(a, b):
+    """Whether ``a`` and ``b`` are the same elements in the same layout (``b`` itself, or ``b[...]``)."""
+    return a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype and a.ctypes.data == b.ctypes.data
 
 
 def _weights_and_bias(W, b, in_features, dtype):
@@ -86,7 +113,7 @@ def linear_forward(x, W, b=None, *, activation=None, out=None, backend="numba"):
     x = v.batch(x, "x", contiguous=False)
     W, b = _weights_and_bias(W, b, x.shape[1], x.dtype)
     code = activation_code(activation)
-    y = _out(out, "out", (x.shape[0], W.shape[1]), x.dtype)
+    y = _out(out, "out", (x.shape[0], W.shape[1]), x.dtype, ("x", x), ("W", W), ("b", b))
     np.matmul(x, W, out=y)
     mod.bias_act(y, b, code)
     return y
@@ -96,7 +123,7 @@ def bias_grad(dy, *, out=None, backend="numba"):
     """Batch bias reduction ``db = dy.sum(axis=0)``: ``dy`` (batch, out) -> (out,)."""
     mod = get(backend)
     dy = v.batch(dy, "dy")
-    db = _out(out, "out", (dy.shape[1],), dy.dtype)
+    db = _out(out, "out", (dy.shape[1],), dy.dtype, ("dy", dy))
     mod.bias_grad(dy, db, bias_scratch(dy.shape[1], dy.dtype))
     return db
 
@@ -137,7 +164,7 @@ def activation(x, name, *, out=None, backend="numba"):
     mod = get(backend)
     code = activation_code(name)
     x = v.batch(x, "x")
-    y = _out(out, "out", x.shape, x.dtype)
+    y = _out(out, "out", x.shape, x.dtype, ("x", x))
     if y is not x:
         np.copyto(y, x)
     mod.bias_act(y, zero_bias(x.shape[1], x.dtype), code)
@@ -162,7 +189,7 @@ def activation_backward(dy, y, name, *, out=None, backend="numba"):
     mod = get(backend)
     code = activation_code(name)
     dy, y = _upstream_and_output(dy, y)
-    dx = _out(out, "out", y.shape, y.dtype)
+    dx = _out(out, "out", y.shape, y.dtype, ("dy", dy), ("y", y))
     mod.act_backward(dy, y, code, dx)
     return dx
 
@@ -210,7 +237,7 @@ def softmax(x, *, out=None, backend="numba"):
     """Row-wise softmax of (batch, m) ``x``; the row max is subtracted before ``exp``."""
     mod = get(backend)
     x = v.batch(x, "x")
-    y = _out(out, "out", x.shape, x.dtype)
+    y = _out(out, "out", x.shape, x.dtype, ("x", x))
     mod.softmax_forward(x, y)
     return y
 
@@ -222,7 +249,7 @@ def softmax_backward(dy, y, *, out=None, backend="numba"):
     """
     mod = get(backend)
     dy, y = _upstream_and_output(dy, y)
-    dx = _out(out, "out", y.shape, y.dtype)
+    dx = _out(out, "out", y.shape, y.dtype, ("dy", dy), ("y", y))
     mod.softmax_backward(dy, y, dx)
     return dx
 
