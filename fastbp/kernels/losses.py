@@ -219,7 +219,8 @@ def bce_logits(z, y, gscale, grad, elem_loss):
                 j = j0 + jj
                 v = zr[j]
                 e = exp(-np.abs(v))
-                li = max(v, zero) - v * yr[j] + np.log1p(e)
+                # (1-y) max(z, 0) + y max(-z, 0), not max(z, 0) - z y: that is inf - inf at z = +inf.
+                li = (one - yr[j]) * max(v, zero) + yr[j] * max(-v, zero) + np.log1p(e)
                 sig = one / (one + e)
                 if v < zero:
                     sig = e * sig
@@ -239,8 +240,13 @@ def count_hits(scores, labels):
     for i in prange(scores.shape[0]):
         row = scores[i]
         best = 0
-        for j in range(1, row.shape[0]):
-            if row[j] > row[best]:
-                best = j
+        if row[0] == row[0]:  # as numpy's argmax: the first NaN is the maximum
+            for j in range(1, row.shape[0]):
+                v = row[j]
+                if v != v:
+                    best = j
+                    break
+                if v > row[best]:
+                    best = j
         hits += 1 if best == labels[i] else 0
     return hits

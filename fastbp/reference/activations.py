@@ -16,7 +16,9 @@ def _sigmoid(x, out):
 def bias_act(y, b, act):
     y += b
     if act == RELU:
-        np.maximum(y, 0, out=y)
+        # Like the kernel and torch.relu: only y < 0 becomes 0, so NaN passes through and -0 stays -0
+        # (np.maximum(y, 0) would turn -0 into +0).
+        y[y < 0] = 0
     elif act == SIGMOID:
         _sigmoid(y, y)
     elif act == TANH:
@@ -25,7 +27,10 @@ def bias_act(y, b, act):
 
 def act_backward(dy, y, act, dx):
     if act == RELU:
-        np.multiply(dy, y > 0, out=dx)
+        # dy * [y > 0] as a select, not a product: dy * (y > 0) is inf * 0 = NaN for an infinite or NaN dy
+        # where y <= 0, where the kernel and torch give 0. A NaN y also gives 0 ([NaN > 0] is 0, as in the
+        # kernel); PyTorch's threshold_backward (``y <= 0 ? 0 : dy``) passes dy through there instead.
+        np.copyto(dx, np.where(y > 0, dy, 0))
     elif act == SIGMOID:
         np.copyto(dx, dy * y * (1 - y))
     elif act == TANH:
