@@ -7,13 +7,13 @@ softmax-cross-entropy, bias reduction); each has a plain-numpy twin in
 
 from . import datasets, jit, kernels, ops, reference, schedules
 from .io import load, save
-from .layers import Identity, Layer, Linear, ReLU, Sigmoid, Softmax, Tanh
+from .layers import Identity, Layer, Linear, ReLU, Sigmoid, Softmax, Standardize, Tanh
 from .losses import BCEWithLogits, CrossEntropy, Loss, MSELoss, SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import SGD, Adam, AdamW, clip_grad_norm
 from .parameter import Parameter
 from .threads import get_num_threads, set_num_threads, threading_info
-from .training import History, NonFiniteLossError, evaluate, fit, predict, predict_proba
+from .training import History, NonFiniteLossError, TrainingInterrupted, evaluate, fit, predict, predict_proba
 from .version import __version__
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "predict_proba",
     "History",
     "NonFiniteLossError",
+    "TrainingInterrupted",
     "save",
     "load",
     "Layer",
@@ -43,6 +44,7 @@ __all__ = [
     "Sigmoid",
     "Tanh",
     "Softmax",
+    "Standardize",
     "Loss",
     "SoftmaxCrossEntropy",
     "CrossEntropy",

@@ -6,6 +6,7 @@ Nothing here downloads anything.
 from __future__ import annotations
 
 import csv
+import math
 import os
 
 import numpy as np
@@ -83,46 +84,92 @@ def load_npz(path, *, x_key="X", y_key="y"):
     return X, y
 
 
+# Cells read as missing: empty, or a spelling of "not available" that spreadsheets and pandas write.
+MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?", "-"})
+
+
 def load_csv(path, *, target=None, delimiter=",", dtype=np.float32):
     """``(X, y, feature_names)`` from a CSV file with a header row.
 
     Parameters
     ----------
+    path : str or PathLike
     target : name of the target column, or None for no target (``y`` is None)
+    delimiter : the cell separator
+    dtype : float dtype of ``X`` (and of a non-integral numeric ``y``)
 
-    Integral target values give int64 labels, others floats of ``dtype``.
-    Every other column must be numeric.
+    Returns
+    -------
+    X : (n, d) array of ``dtype``; y : (n,) array or None; feature_names : list of d str
+
+    Every feature must be numeric. The target may be numeric (whole numbers
+    give int64 labels, others floats of ``dtype``) or text (a str array).
+    A missing cell (empty, ``NA``, ``NaN``, ``?`` ...) or a short row is an
+    error naming its row (counted from 1 at the header, as a spreadsheet shows
+    it) and column.
     """
     dt = v.as_dtype(dtype)
-    with open(os.fspath(path), newline="") as fh:
+    path = os.fspath(path)
+    with open(path, newline="") as fh:
         rows = list(csv.reader(fh, delimiter=delimiter))
     if not rows:
         raise ValueError(f"{path}: empty file")
-    header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if r]
+    header = [h.strip() for h in rows[0]]
+    body = [(i + 2, r) for i, r in enumerate(rows[1:]) if any(c.strip() for c in r)]
     if target is not None and target not in header:
         raise ValueError(f"target: no column {target!r} in {path} (columns: {header})")
     if not body:
         raise ValueError(f"{path}: no data rows")
-    cols = {}
-    for j, name in enumerate(header):
-        try:
-            cols[name] = np.array([float(r[j]) for r in body])
-        except (ValueError, IndexError):
-            bad = next((i for i, r in enumerate(body) if j >= len(r) or not _is_float(r[j])), 0)
-            raise ValueError(f"{path}: column {name!r} is not numeric (row {bad + 2})") from None
+    for line, r in body:
+        if len(r) != len(header):
+            raise ValueError(f"{path}: row {line} has {len(r)} cells, the header has {len(header)}")
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        raise ValueError(f"{path}: duplicate column name(s) {dup} in the header")
+    cells = {name: [r[j].strip() for _, r in body] for j, name in enumerate(header)}
     features = [h for h in header if h != target]
-    X = np.column_stack([cols[h] for h in features]).astype(dt) if features else np.empty((len(body), 0), dt)
+    cols = [_numeric(path, name, cells[name], body) for name in features]
+    X = np.column_stack(cols).astype(dt) if cols else np.empty((len(body), 0), dt)
     y = None
     if target is not None:
-        t = cols[target]
-        y = t.astype(np.int64) if np.all(t == np.round(t)) else t.astype(dt)
+        t = cells[target]
+        _check_missing(path, target, t, body)
+        if all(_is_float(c) for c in t):
+            num = np.array([float(c) for c in t])
+            y = num.astype(np.int64) if np.all(num == np.round(num)) else num.astype(dt)
+        else:
+            y = np.array(t)
     return X, y, features
+
+
+def _numeric(path, name, cells, body):
+    """The column as float64; the first missing or non-numeric cell is an error naming its row."""
+    try:
+        col = np.array(cells, dtype=np.float64)  # numpy parses the strings: the fast path
+        if np.isfinite(col).all():
+            return col
+    except ValueError:
+        pass
+    _check_missing(path, name, cells, body)
+    bad = next(i for i, c in enumerate(cells) if not _is_float(c))
+    raise ValueError(
+        f"{path}: column {name!r} is not numeric (row {body[bad][0]}: {cells[bad]!r} is not a finite number); "
+        "features must be numbers: encode text columns first, or make this column the target"
+    )
+
+
+def _check_missing(path, name, cells, body):
+    i = next((i for i, c in enumerate(cells) if c.lower() in MISSING), None)
+    if i is not None:
+        raise ValueError(
+            f"{path}: missing value at row {body[i][0]}, column {name!r} (cell {cells[i]!r}); "
+            "fill in or drop such rows first"
+        )
 
 
 def _is_float(s):
     try:
-        float(s)
-        return True
+        return math.isfinite(float(s))
     except ValueError:
         return False
 

@@ -25,7 +25,15 @@ _MARKER = "__fastbp_format__"
 _META = "__meta__"
 _LAYERS = {
     cls.__name__: cls
-    for cls in (_layers.Linear, _layers.ReLU, _layers.Sigmoid, _layers.Tanh, _layers.Softmax, _layers.Identity)
+    for cls in (
+        _layers.Linear,
+        _layers.ReLU,
+        _layers.Sigmoid,
+        _layers.Tanh,
+        _layers.Softmax,
+        _layers.Identity,
+        _layers.Standardize,
+    )
 }
 _OPTIMIZERS = {cls.__name__: cls for cls in (_optim.SGD, _optim.Adam, _optim.AdamW)}
 
@@ -77,6 +85,16 @@ def save(model: Sequential, path, *, optimizer=None, metadata: dict | None = Non
         if "JSON serializable" in str(e):
             raise TypeError(f"metadata: expected JSON-serialisable values: {e}") from None
         raise
+    write_atomically(path, lambda fh: np.savez(fh, **arrays))
+
+
+def write_atomically(path, write) -> None:
+    """Call ``write(fh)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    Readers see the old file or the complete new one, never a half-written
+    file; on any error (or Ctrl-C) the temporary file is removed and ``path``
+    is untouched. ``path`` is used exactly as given (no suffix is added).
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
@@ -84,7 +102,7 @@ def save(model: Sequential, path, *, optimizer=None, metadata: dict | None = Non
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -1,4 +1,4 @@
-"""The pieces of a training loop: minibatches, one step, accuracy counts, Ctrl-C, progress.
+"""The pieces of a training loop: minibatches, one step, accuracy counts, Ctrl-C.
 
 Shared by :func:`fastbp.fit`, the :mod:`fastbp.sklearn` estimators and the
 benchmarks, so that each times and runs the same step.
@@ -92,15 +92,3 @@ def defer_interrupts():
         yield lambda: bool(pending)
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def progress_bar(total: int, enabled: bool, desc: str):
-    """A tqdm bar over ``total`` samples, or None (disabled, tqdm not installed, or stderr not a terminal)."""
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm  # optional: the ``progress`` extra
-    except ImportError:
-        return None
-    # disable=None: tqdm turns itself off when stderr is not a terminal.
-    return tqdm(total=total, desc=desc, unit="sample", unit_scale=True, leave=False, disable=None)

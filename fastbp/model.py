@@ -53,12 +53,19 @@ class Sequential:
     def backward(self, dy=None, *, input_grad: bool = True):
         """Backpropagate ``dy`` (None means ones); return ``dL/dx``, or None if not ``input_grad``.
 
-        ``input_grad=False`` skips the first layer's ``dx`` matmul, which
-        training never needs.
+        ``input_grad=False`` skips every ``dx`` that no parameter gradient needs:
+        the first layer's matmul, and those of layers behind parameter-free ones
+        (a :class:`Standardize` in front), which training never uses.
         """
-        last = len(self.layers) - 1
-        for i in range(last, -1, -1):
-            dy = self.layers[i].backward(dy, need_dx=(i > 0 or input_grad))
+        needed = input_grad
+        need = []
+        for layer in self.layers:  # layer i needs dx when something before it wants a gradient
+            need.append(needed)
+            needed = needed or bool(layer.parameters())
+        for i in range(len(self.layers) - 1, -1, -1):
+            dy = self.layers[i].backward(dy, need_dx=need[i])
+            if not need[i]:
+                return None
         return dy
 
     def predict(self, x, *, batch_size: int = 4096):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -11,16 +10,40 @@ import numpy as np
 
 from . import _validate as v
 from .layers import Softmax
-from .loop import Batches, backward_update, count_correct, defer_interrupts, forward_loss, is_classifier, progress_bar
+from .loop import Batches, backward_update, count_correct, defer_interrupts, forward_loss, is_classifier
 from .losses import CrossEntropy, Loss, SoftmaxCrossEntropy
 from .model import Sequential
 from .ops import softmax
 from .optim import Optimizer
+from .progress import Progress
 from .schedules import ReduceLROnPlateau
 
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss; the message says where."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped :func:`fit` between two steps; the model holds the weights after the last one.
+
+    Attributes
+    ----------
+    epoch : the epoch (from 1) that was running
+    batches, batches_per_epoch : steps done in that epoch, and in a whole one
+    history : :class:`History` of the epochs that completed
+    """
+
+    def __init__(self, epoch: int, batches: int, batches_per_epoch: int, history):
+        self.epoch, self.batches, self.batches_per_epoch, self.history = epoch, batches, batches_per_epoch, history
+        super().__init__(
+            f"training interrupted in epoch {epoch} after batch {batches} of {batches_per_epoch}; "
+            "the model holds the weights after that batch"
+        )
+
+    @property
+    def completed_epochs(self) -> int:
+        """Whole epochs trained."""
+        return self.epoch if self.batches == self.batches_per_epoch else self.epoch - 1
 
 
 @dataclass
@@ -172,48 +195,38 @@ def _training_and_validation(model, X, y, loss, validation_data, validation_spli
 class _Epoch:
     """One pass over the training rows in a given order, with the NaN rollback and Ctrl-C checks."""
 
-    def __init__(self, model, loss, optimizer, X, y, batch_size, clip_norm, progress, epochs):
+    def __init__(self, model, loss, optimizer, X, y, batch_size, clip_norm, progress):
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.params = model.parameters()
         self.batches = Batches(X, y)
         self.n, self.batch = X.shape[0], min(batch_size, X.shape[0])
-        self.clip_norm, self.progress, self.epochs = clip_norm, progress, epochs
+        self.n_batches = -(-self.n // self.batch)
+        self.clip_norm, self.progress = clip_norm, progress
         self.classifier = is_classifier(loss)
 
-    def run(self, epoch: int, order: np.ndarray, interrupted) -> tuple[dict, bool]:
-        """Train on every batch; returns ``(logs, drew_bar)`` with the loss, accuracy and throughput."""
+    def run(self, epoch: int, order: np.ndarray, interrupted, history) -> dict:
+        """Train on every batch; returns the logs: loss, accuracy and throughput."""
         safe_state = (self.model.state_dict(), self.optimizer.state_dict())  # for a NaN rollback
-        bar = progress_bar(self.n, self.progress, f"epoch {epoch}/{self.epochs}")
         t0 = time.perf_counter()
         total, correct = 0.0, 0
-        try:
-            for b, start in enumerate(range(0, self.n, self.batch)):
-                idx = order[start : start + self.batch]
-                xb, yb = self.batches.gather(idx)
-                out, batch_loss = forward_loss(self.model, self.loss, xb, yb)
-                if not math.isfinite(batch_loss):
-                    self._fail(batch_loss, epoch, b, start, idx.shape[0], safe_state)
-                if self.classifier:
-                    correct += count_correct(out, yb, self.loss)
-                backward_update(self.model, self.loss, self.optimizer, self.params, self.clip_norm)
-                total += batch_loss * idx.shape[0]
-                if bar is not None:
-                    bar.update(idx.shape[0])
-                    if b % 20 == 0:
-                        bar.set_postfix(loss=f"{batch_loss:.4f}", refresh=False)
-                if interrupted():
-                    raise KeyboardInterrupt(
-                        f"training interrupted after epoch {epoch}, batch {b + 1}; "
-                        "the model holds the weights after that batch"
-                    )
-        finally:
-            if bar is not None:
-                bar.close()
+        for b, start in enumerate(range(0, self.n, self.batch)):
+            idx = order[start : start + self.batch]
+            xb, yb = self.batches.gather(idx)
+            out, batch_loss = forward_loss(self.model, self.loss, xb, yb)
+            if not math.isfinite(batch_loss):
+                self._fail(batch_loss, epoch, b, start, idx.shape[0], safe_state)
+            if self.classifier:
+                correct += count_correct(out, yb, self.loss)
+            backward_update(self.model, self.loss, self.optimizer, self.params, self.clip_norm)
+            total += batch_loss * idx.shape[0]
+            self.progress.batch(idx.shape[0])
+            if interrupted():
+                raise TrainingInterrupted(epoch, b + 1, self.n_batches, history)
         elapsed = time.perf_counter() - t0
         logs = {"loss": total / self.n, "samples_per_sec": self.n / elapsed if elapsed > 0 else float("inf")}
         if self.classifier:
             logs["accuracy"] = correct / self.n
-        return logs, bar is not None
+        return logs
 
     def _fail(self, batch_loss, epoch, b, start, m, safe_state):
         where = f"epoch {epoch}, batch {b + 1} (rows {start}..{start + m - 1} of the epoch order)"
@@ -312,7 +325,8 @@ def fit(
     lr_schedule : a schedule from :mod:`fastbp.schedules`, stepped once per epoch
     clip_norm : clip the global gradient norm to this value each step
     callbacks : callables ``cb(epoch, logs, model)``; returning True stops training
-    progress : show a tqdm bar (when tqdm is installed and stderr is a terminal)
+    progress : on a terminal, one tqdm bar over the run (needs tqdm: the ``progress`` extra);
+        elsewhere a line per epoch on stderr, at most every 5 seconds
 
     Returns
     -------
@@ -324,38 +338,43 @@ def fit(
         When a batch's loss is NaN or infinite; the model is left at its last finite
         parameters (those before the failing batch, or the start of the epoch if an
         update had already made them non-finite).
-    KeyboardInterrupt
-        On Ctrl-C, raised after the running step completes, so the model is consistent.
+    TrainingInterrupted
+        On Ctrl-C (a KeyboardInterrupt), raised after the running step completes, so the
+        model is consistent; it says how far training got and carries the History.
     """
     _check_components(model, loss, optimizer)
     epochs = v.positive_int(epochs, "epochs")
     batch_size = v.positive_int(batch_size, "batch_size")
     patience = v.positive_int(patience, "patience")
     X, y, validation = _training_and_validation(model, X, y, loss, validation_data, validation_split)
-    one_epoch = _Epoch(model, loss, optimizer, X, y, batch_size, clip_norm, progress, epochs)
+    progress_ = Progress(epochs, X.shape[0], progress)
+    one_epoch = _Epoch(model, loss, optimizer, X, y, batch_size, clip_norm, progress_)
     monitor = _Monitor(early_stopping, patience, min_delta, restore_best)
     rng = np.random.default_rng(seed)
     order = np.arange(X.shape[0])
     history = History()
     model.train()
-    with defer_interrupts() as interrupted:
-        for epoch in range(1, epochs + 1):
-            if shuffle:
-                rng.shuffle(order)
-            logs, drew_bar = one_epoch.run(epoch, order, interrupted)
-            if validation is not None:
-                logs.update(_validation_logs(model, loss, validation, one_epoch.batch))
-            _record(history, logs, optimizer.lr)
-            monitored = logs.get("val_loss", logs["loss"])
-            stop = monitor.update(model, epoch, monitored, history)
-            if lr_schedule is not None:
-                lr_schedule.step(monitored) if isinstance(lr_schedule, ReduceLROnPlateau) else lr_schedule.step()
-            stop = any(bool(cb(epoch, logs, model)) for cb in callbacks) or stop
-            if progress and not drew_bar and sys.stderr.isatty():
-                print(
-                    f"epoch {epoch}/{epochs} " + " ".join(f"{k}={val:.4g}" for k, val in logs.items()), file=sys.stderr
-                )
-            if stop:
-                break
+    try:
+        with defer_interrupts() as interrupted:
+            for epoch in range(1, epochs + 1):
+                if shuffle:
+                    rng.shuffle(order)
+                logs = one_epoch.run(epoch, order, interrupted, history)
+                if validation is not None:
+                    logs.update(_validation_logs(model, loss, validation, one_epoch.batch))
+                _record(history, logs, optimizer.lr)
+                monitored = logs.get("val_loss", logs["loss"])
+                stop = monitor.update(model, epoch, monitored, history)
+                if lr_schedule is not None:
+                    lr_schedule.step(monitored) if isinstance(lr_schedule, ReduceLROnPlateau) else lr_schedule.step()
+                stop = any(bool(cb(epoch, logs, model)) for cb in callbacks) or stop
+                progress_.epoch(epoch, logs, last=stop)
+                if interrupted():  # pressed during validation or callbacks: the epoch is whole
+                    n = one_epoch.n_batches
+                    raise TrainingInterrupted(epoch, n, n, history)
+                if stop:
+                    break
+    finally:
+        progress_.close()
     monitor.restore(model)
     return history

@@ -46,7 +46,7 @@ def test_csv_loader(tmp_path):
     with pytest.raises(ValueError, match="target: no column 'nope'"):
         datasets.load_csv(p, target="nope")
     p.write_text("a,b\n1,x\n")
-    with pytest.raises(ValueError, match="column 'b' is not numeric \\(row 2\\)"):
+    with pytest.raises(ValueError, match="column 'b' is not numeric \\(row 2: 'x'"):
         datasets.load_csv(p)
 
 

@@ -1,10 +1,12 @@
 """Layers: ``forward(x) -> y`` and ``backward(dy=None) -> dx``.
 
 ``base.py`` holds the base class, ``linear.py`` :class:`Linear`, and ``activations.py``
-the parameter-free activation layers and Softmax."""
+the parameter-free activation layers and Softmax, ``scaling.py``
+:class:`Standardize`."""
 
 from .activations import Identity, ReLU, Sigmoid, Softmax, Tanh
 from .base import Layer
 from .linear import Linear
+from .scaling import Standardize
 
-__all__ = ["Layer", "Linear", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax"]
+__all__ = ["Layer", "Linear", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax", "Standardize"]

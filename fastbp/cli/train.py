@@ -1,0 +1,165 @@
+"""``fastbp train``: read the data, choose the task, standardize, train, report, save."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from . import data as _data
+
+
+def _read(args, dtype):
+    """``(source, X, y, feature_names)`` from ``--data``/``--target``, or the default data."""
+    if not args.data:
+        source, X, y = _data.default(dtype, args.seed)
+        return source, X, y, None
+    X, y, names, columns = _data.load(args.data, args.target, dtype)
+    if y is None:
+        if args.target:
+            raise ValueError(f"--target: {args.data} has no array {args.target!r} (arrays: {columns})")
+        raise ValueError(
+            f"--target: which column of {args.data} is the target? Pass --target NAME (columns: {columns})"
+        )
+    where = f", target {args.target!r}" if args.target else ""
+    return f"{args.data}: {X.shape[0]} rows x {X.shape[1]} features{where}", X, y, names
+
+
+def _targets(y, task, dtype):
+    """``(y for training, classes or None, output width)``."""
+    from .. import tabular
+
+    if task == "classification":
+        if y.ndim != 1:
+            raise ValueError(f"--task: classification needs one label per row, got targets of shape {y.shape}")
+        classes, codes = tabular.encode_labels(y)
+        if len(classes) < 2:
+            raise ValueError(f"target: expected at least 2 classes, got only {classes}")
+        return codes, classes, len(classes)
+    y = np.asarray(y, dtype=dtype).reshape(len(y), -1)
+    return y, None, y.shape[1]
+
+
+def _describe_task(task, why, classes):
+    if classes is None:
+        return f"task: regression ({why}; --task classification to change)"
+    shown = ", ".join(map(str, classes[:10])) + (", ..." if len(classes) > 10 else "")
+    return f"task: classification, {len(classes)} classes: {shown} ({why}; --task regression to change)"
+
+
+def _build(args, sizes, dtype, X_tr):
+    import fastbp
+
+    front = [fastbp.Standardize.from_data(X_tr, dtype=dtype)] if args.standardize else []
+    last = len(sizes) - 2
+    linears = [
+        fastbp.Linear(a, b, activation=args.activation if i < last else None, dtype=dtype, seed=args.seed + i)
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
+    ]
+    return fastbp.Sequential(*front, *linears)
+
+
+def _scores(model, X, y, classes, loss):
+    """One line of results on ``(X, y)``: accuracy and loss, or RMSE, R^2 and MSE in the target's units."""
+    import fastbp
+
+    if classes is not None:
+        ev = fastbp.evaluate(model, X, y, loss=loss)
+        return f"accuracy {ev['accuracy']:.4f}, loss {ev['loss']:.4f} (mean cross-entropy)"
+    pred = fastbp.predict(model, X).astype(np.float64)
+    err = ((pred - y) ** 2).mean(axis=0)
+    var = y.astype(np.float64).var(axis=0)
+    r2 = float(np.mean(1.0 - err / np.where(var > 0, var, np.nan)))
+    return f"RMSE {float(np.sqrt(err.mean())):.4g}, R^2 {r2:.4f} (target units)"
+
+
+def cmd_train(args) -> int:
+    import fastbp
+
+    from .. import datasets, tabular
+
+    t_start = time.perf_counter()
+    if args.threads:
+        fastbp.set_num_threads(args.threads)
+    dtype = np.dtype(args.dtype)
+    source, X, y, names = _read(args, dtype)
+    task, why = tabular.choose_task(y, args.task)
+    y, classes, n_out = _targets(y, task, dtype)
+    X_tr, X_te, y_tr, y_te = datasets.train_test_split(X, y, test_size=args.test_size, seed=args.seed)
+    sizes = [X.shape[1]] + args.hidden + [n_out]
+    model = _build(args, sizes, dtype, X_tr)
+    y_fit, unscale = y_tr, None
+    if classes is None and args.standardize:  # train on standardized targets, predict in their units
+        scale = fastbp.Standardize.from_data(y_tr, dtype=dtype)
+        y_fit = scale.infer(np.ascontiguousarray(y_tr))
+        unscale = fastbp.Standardize(scale.mean, scale.std, inverse=True, dtype=dtype)
+    loss = fastbp.SoftmaxCrossEntropy() if classes is not None else fastbp.MSELoss()
+    opt_cls = {"sgd": fastbp.SGD, "adam": fastbp.Adam, "adamw": fastbp.AdamW}[args.optimizer]
+    opt = opt_cls(model.parameters(), lr=args.lr, **({"momentum": 0.9} if args.optimizer == "sgd" else {}))
+    what = "features and target" if unscale is not None else "features"
+    print(f"data: {source}")
+    print(_describe_task(task, why, classes))
+    print(
+        f"scaling: {what} standardized with the training rows' mean and std, saved in the model"
+        if args.standardize
+        else "scaling: none (--no-standardize)"
+    )
+    print(f"split: {len(X_tr)} train rows, {len(X_te)} test rows (--test-size {args.test_size}, --seed {args.seed})")
+    print(
+        f"model: {'-'.join(map(str, sizes))} {args.activation}, {dtype}, {args.optimizer} lr={args.lr}, "
+        f"batch {args.batch_size}, {args.epochs} epochs, {fastbp.get_num_threads()} threads"
+    )
+    meta = {"task": task, "feature_names": names, "target": args.target, "standardized": args.standardize}
+    if classes is not None:
+        meta["classes"] = classes
+    try:
+        hist = fastbp.fit(
+            model,
+            X_tr,
+            y_fit,
+            loss=loss,
+            optimizer=opt,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
+    except fastbp.TrainingInterrupted as stop:
+        final = _finish(model, unscale, meta)
+        saved = _save(final, opt, args.out)
+        print(
+            f"interrupted in epoch {stop.epoch} after batch {stop.batches} of {stop.batches_per_epoch} "
+            f"({stop.completed_epochs} full epoch{'' if stop.completed_epochs == 1 else 's'}); {saved}",
+            file=sys.stderr,
+        )
+        return 130
+    final = _finish(model, unscale, meta)
+    print(f"train: {_scores(final, X_tr, y_tr, classes, loss)}")
+    print(f"test:  {_scores(final, X_te, y_te, classes, loss)}")
+    rate = float(np.median(hist.samples_per_sec))
+    print(
+        f"throughput {rate:,.0f} samples/s (median epoch); total {time.perf_counter() - t_start:.1f} s "
+        "including compilation"
+    )
+    if args.out:
+        print(_save(final, opt, args.out))
+    return 0
+
+
+def _finish(model, unscale, meta):
+    """The model to save and report: with the target's scaling undone at its end."""
+    import fastbp
+
+    final = model if unscale is None else fastbp.Sequential(*model.layers, unscale)
+    final.metadata = meta
+    return final
+
+
+def _save(model, opt, out) -> str:
+    import fastbp
+
+    if not out:
+        return "nothing saved (no --out)"
+    fastbp.save(model, out, optimizer=opt)
+    return f"model saved to {out}"
