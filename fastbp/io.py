@@ -1,7 +1,8 @@
 """Model files: ``save`` / ``load`` as ``.npz`` without pickle.
 
-A file holds a format version, the architecture and dtype as JSON, the
-parameters, and optionally the optimizer's type, hyperparameters and state.
+A file holds a format version, the architecture and dtypes as JSON, the
+parameters and buffers (running statistics ...), and optionally the optimizer's
+type, hyperparameters and state.
 Saving writes a temporary file in the same folder and renames it over the
 target, so an interrupted save never destroys the previous file.
 """
@@ -42,8 +43,15 @@ def _arrays(model: Sequential, optimizer, metadata) -> dict:
     meta = {
         "fastbp_version": __version__,
         "format": FORMAT,
-        "dtype": str(model.dtype),
-        "layers": [{"type": type(layer).__name__, "config": layer.config()} for layer in model.layers],
+        "dtype": None if model.dtype is None else str(model.dtype),
+        "layers": [
+            {
+                "type": type(layer).__name__,
+                "config": layer.config(),
+                "dtype": None if layer.dtype is None else str(layer.dtype),
+            }
+            for layer in model.layers
+        ],
         "optimizer": None,
         "metadata": metadata if metadata is not None else getattr(model, "metadata", {}),
     }
@@ -200,11 +208,12 @@ def load(path, *, with_optimizer: bool = False, backend: str = "numba"):
 
 
 def _rebuild(meta: dict, backend: str) -> Sequential:
-    dtype = np.dtype(meta["dtype"])
     built = []
     for spec in meta["layers"]:
         cls = _LAYERS.get(spec["type"])
         if cls is None:
             raise ValueError(f"unknown layer type {spec['type']!r}")
-        built.append(cls(**spec.get("config", {}), dtype=dtype, backend=backend))
+        # Files before per-layer dtypes hold the model's dtype for every layer.
+        dtype = spec["dtype"] if "dtype" in spec else meta["dtype"]
+        built.append(cls(**spec.get("config", {}), dtype=None if dtype is None else np.dtype(dtype), backend=backend))
     return Sequential(*built)

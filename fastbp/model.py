@@ -19,7 +19,8 @@ class Sequential:
     Parameters
     ----------
     *layers : Layer
-        All of one dtype.
+        Those with parameters all of one dtype, which is the model's ``dtype``
+        (None when no layer has parameters: the model follows its input).
 
     Examples
     --------
@@ -35,11 +36,12 @@ class Sequential:
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"layers[{i}]: expected a fastbp Layer, got {type(layer).__name__}")
-        dtypes = {layer.dtype for layer in layers}
+        # Layers without parameters (dtype None) take the dtype of their input.
+        dtypes = {layer.dtype for layer in layers if layer.dtype is not None}
         if len(dtypes) > 1:
             raise TypeError(f"layers: expected one dtype for all layers, got {sorted(str(d) for d in dtypes)}")
         self.layers = list(layers)
-        self.dtype = layers[0].dtype
+        self.dtype = dtypes.pop() if dtypes else None
         self.metadata: dict = {}  # saved with the model (class names, feature names ...)
 
     def forward(self, x):
@@ -76,8 +78,7 @@ class Sequential:
         all rows together.
         """
         batch_size = v.positive_int(batch_size, "batch_size")
-        first = self.layers[0]
-        width = getattr(first, "in_features", None)
+        width = getattr(self.layers[0], "in_features", None)
         x = v.batch(x, "x", dtype=self.dtype, width=width, contiguous=False)
         outs = []
         for start in range(0, x.shape[0], batch_size):
@@ -96,27 +97,34 @@ class Sequential:
             p.zero_grad()
 
     def _named(self):
-        return [(f"{i}.{p.name}", p) for i, layer in enumerate(self.layers) for p in layer.parameters()]
+        """``(key, array)`` for every parameter, then every buffer, keyed by layer index."""
+        params = [(f"{i}.{p.name}", p.data) for i, layer in enumerate(self.layers) for p in layer.parameters()]
+        bufs = [(f"{i}.{k}", a) for i, layer in enumerate(self.layers) for k, a in layer.buffers().items()]
+        return params + bufs
+
+    def buffers(self) -> dict:
+        """Every layer's buffers (running statistics ...), keyed like :meth:`state_dict`; not copies."""
+        return {f"{i}.{k}": a for i, layer in enumerate(self.layers) for k, a in layer.buffers().items()}
 
     def state_dict(self) -> dict:
-        """Copies of the parameters, keyed ``"<layer index>.<name>"`` (``"0.W"``, ``"0.b"`` ...)."""
-        return {k: p.data.copy() for k, p in self._named()}
+        """Copies of the parameters and buffers, keyed ``"<layer>.<name>"`` (``"0.W"``, ``"1.running_mean"`` ...)."""
+        return {k: a.copy() for k, a in self._named()}
 
     def load_state_dict(self, state: dict) -> None:
-        """Copy ``state`` into the parameters in place (optimizers keep their references)."""
+        """Copy ``state`` into the parameters and buffers in place (optimizers keep their references)."""
         named = dict(self._named())
         missing = sorted(set(named) - set(state))
         extra = sorted(set(state) - set(named))
         if missing or extra:
             raise ValueError(f"state: keys do not match the model (missing {missing}, unexpected {extra})")
-        for k, p in named.items():
+        for k, dest in named.items():
             a = np.asarray(state[k])
-            if a.shape != p.data.shape:
-                raise ValueError(f"state[{k!r}]: expected shape {p.data.shape}, got {a.shape}")
-            if a.dtype != p.data.dtype:
-                raise TypeError(f"state[{k!r}]: expected dtype {p.data.dtype}, got {a.dtype}")
-        for k, p in named.items():
-            np.copyto(p.data, state[k])
+            if a.shape != dest.shape:
+                raise ValueError(f"state[{k!r}]: expected shape {dest.shape}, got {a.shape}")
+            if a.dtype != dest.dtype:
+                raise TypeError(f"state[{k!r}]: expected dtype {dest.dtype}, got {a.dtype}")
+        for k, dest in named.items():
+            np.copyto(dest, state[k])
 
     def train(self, mode: bool = True):
         for layer in self.layers:

@@ -17,7 +17,7 @@ from .base import Layer
 class _FromOutput(Layer):
     """A layer ``y = f(x)`` whose backward needs only ``y``: subclasses give the two kernels."""
 
-    def __init__(self, dtype=np.float32, backend="numba"):
+    def __init__(self, dtype=None, backend="numba"):
         super().__init__(dtype, backend)
         self._y = None
 
@@ -30,14 +30,15 @@ class _FromOutput(Layer):
     def forward(self, x):
         """``x`` (batch, m) -> ``y`` (batch, m), a reused buffer."""
         x = v.batch(x, "x", dtype=self.dtype)
-        y = self._buf("y", x.shape)
+        y = self._buf("y", x.shape, x.dtype)
         self._forward(x, y)
         self._y = y
         return y
 
     def infer(self, x):
-        y = np.empty(x.shape, self.dtype)
-        self._forward(np.ascontiguousarray(x, dtype=self.dtype), y)
+        x = np.ascontiguousarray(x, dtype=self.dtype or x.dtype)
+        y = np.empty(x.shape, x.dtype)
+        self._forward(x, y)
         return y
 
     def backward(self, dy=None, *, need_dx=True):
@@ -45,7 +46,7 @@ class _FromOutput(Layer):
         dy = self._upstream(dy, self._y)
         if not need_dx:
             return None
-        dx = self._buf("dx", dy.shape)
+        dx = self._buf("dx", dy.shape, dy.dtype)
         self._backward(dy, self._y, dx)
         return dx
 
@@ -58,7 +59,7 @@ class _Elementwise(_FromOutput):
 
     def _forward(self, x, y):
         np.copyto(y, x)
-        self._k.bias_act(y, zero_bias(x.shape[1], self.dtype), self._code)
+        self._k.bias_act(y, zero_bias(x.shape[1], x.dtype), self._code)
 
     def _backward(self, dy, y, dx):
         self._k.act_backward(dy, y, self._code, dx)
@@ -101,7 +102,7 @@ class Softmax(_FromOutput):
 class Identity(Layer):
     """``y = x``; backward passes ``dy`` through."""
 
-    def __init__(self, dtype=np.float32, backend="numba"):
+    def __init__(self, dtype=None, backend="numba"):
         super().__init__(dtype, backend)
         self._y = None
 
