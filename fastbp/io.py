@@ -62,10 +62,16 @@ def _arrays(model: Sequential, optimizer, metadata) -> dict:
     if optimizer is not None:
         if type(optimizer).__name__ not in _OPTIMIZERS:
             raise TypeError(f"optimizer: {type(optimizer).__name__} cannot be saved (known: {sorted(_OPTIMIZERS)})")
-        if [id(p) for p in optimizer.params] != [id(p) for p in model.parameters()]:
-            raise ValueError("optimizer: expected an optimizer over exactly model.parameters(), in order")
+        index = {id(p): j for j, p in enumerate(model.parameters())}
+        if any(id(p) not in index for p in optimizer.params):
+            raise ValueError("optimizer: expected an optimizer over parameters of this model")
         sd = optimizer.state_dict()
-        meta["optimizer"] = {"type": sd["type"], "t": sd["t"], "hyper": sd["hyper"]}
+        # Each group names its parameters by their place in model.parameters().
+        groups = [
+            {**{k: val for k, val in g.items() if k != "n_params"}, "params": [index[id(p)] for p in pg["params"]]}
+            for g, pg in zip(sd["groups"], optimizer.param_groups)
+        ]
+        meta["optimizer"] = {"type": sd["type"], "t": sd["t"], "hyper": sd["hyper"], "groups": groups}
         for name, arrs in sd["state"].items():
             for i, a in enumerate(arrs):
                 arrays[f"opt/{name}/{i}"] = a
@@ -81,7 +87,7 @@ def save(model: Sequential, path, *, optimizer=None, metadata: dict | None = Non
     ----------
     model : Sequential
     path : str or PathLike; written exactly as given (no suffix is added)
-    optimizer : SGD, Adam or AdamW over ``model.parameters()``, or None
+    optimizer : SGD, Adam or AdamW over parameters of ``model`` (in groups or not), or None
     metadata : JSON-serialisable dict stored with the model (default: ``model.metadata``);
         :func:`load` puts it back on ``model.metadata``
     """
@@ -197,13 +203,25 @@ def load(path, *, with_optimizer: bool = False, backend: str = "numba"):
     cls = _OPTIMIZERS.get(ometa["type"])
     if cls is None:
         raise _bad(path, f"unknown optimizer type {ometa['type']!r}")
-    opt = cls(model.parameters(), **ometa["hyper"], backend=backend)
+    params = model.parameters()
+    try:
+        if "groups" in ometa:  # files before parameter groups hold one optimizer over model.parameters()
+            groups = [{**g, "params": [params[j] for j in g["params"]]} for g in ometa["groups"]]
+            opt = cls(groups, **ometa["hyper"], backend=backend)
+        else:
+            opt = cls(params, **ometa["hyper"], backend=backend)
+    except (IndexError, KeyError, TypeError, ValueError) as e:
+        raise _bad(path, f"optimizer entries do not match the model: {e}") from e
     state = {}
     for name in opt.state:
-        state[name] = [arrays.get(f"opt/{name}/{i}") for i in range(len(model.parameters()))]
+        state[name] = [arrays.get(f"opt/{name}/{i}") for i in range(len(opt.params))]
         if any(a is None for a in state[name]):
             raise _bad(path, f"optimizer state {name!r} is incomplete")
-    opt.load_state_dict({"type": ometa["type"], "t": ometa["t"], "hyper": ometa["hyper"], "state": state})
+    sd = {"type": ometa["type"], "t": ometa["t"], "hyper": ometa["hyper"], "state": state}
+    sd["groups"] = [
+        {"n_params": len(g["params"]), **{k: val for k, val in g.items() if k != "params"}} for g in opt.param_groups
+    ]
+    opt.load_state_dict(sd)
     return model, opt
 
 

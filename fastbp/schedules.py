@@ -1,5 +1,7 @@
-"""Learning-rate schedules. Each sets ``optimizer.lr`` when its ``step()`` is called
-(once per epoch by :func:`fastbp.fit`)."""
+"""Learning-rate schedules. Each sets the learning rate of every parameter group when
+its ``step()`` is called (once per epoch by :func:`fastbp.fit`), from that group's
+rate when the schedule was made, as PyTorch's schedulers do; ``step()`` returns the
+first group's rate."""
 
 from __future__ import annotations
 
@@ -13,23 +15,33 @@ from ._validate import Interval, check, positive_int
 class _Schedule:
     def __init__(self, optimizer):
         self.optimizer = optimizer
-        self.base_lr = optimizer.lr
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
         self.epoch = 0
+
+    @property
+    def base_lr(self) -> float:
+        """The first group's rate when the schedule was made."""
+        return self.base_lrs[0]
+
+    def _apply(self, epoch: int) -> float:
+        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
+            g["lr"] = self.lr_at(epoch, base)
+        return self.optimizer.lr
 
     def step(self, metric=None) -> float:
         self.epoch += 1
-        self.optimizer.lr = self.lr_at(self.epoch)
-        return self.optimizer.lr
+        return self._apply(self.epoch)
 
-    def lr_at(self, epoch: int) -> float:  # pragma: no cover - abstract
+    def lr_at(self, epoch: int, base: float) -> float:  # pragma: no cover - abstract
+        """The rate at ``epoch`` of a group that started at ``base``."""
         raise NotImplementedError
 
 
 class ConstantLR(_Schedule):
     """The learning rate never changes."""
 
-    def lr_at(self, epoch):
-        return self.base_lr
+    def lr_at(self, epoch, base):
+        return base
 
 
 class StepLR(_Schedule):
@@ -40,8 +52,8 @@ class StepLR(_Schedule):
         self.step_size = positive_int(step_size, "step_size")
         self.gamma = check(gamma, "gamma", Interval(numbers.Real, 0, 1, "right"))
 
-    def lr_at(self, epoch):
-        return self.base_lr * self.gamma ** (epoch // self.step_size)
+    def lr_at(self, epoch, base):
+        return base * self.gamma ** (epoch // self.step_size)
 
 
 class CosineLR(_Schedule):
@@ -51,15 +63,15 @@ class CosineLR(_Schedule):
         super().__init__(optimizer)
         self.total = positive_int(total, "total")
         self.warmup = check(warmup, "warmup", Interval(numbers.Integral, 0, self.total, "left"))
-        self.min_lr = check(min_lr, "min_lr", Interval(numbers.Real, 0, self.base_lr, "left"))
+        self.min_lr = check(min_lr, "min_lr", Interval(numbers.Real, 0, min(self.base_lrs), "left"))
         if self.warmup:
-            optimizer.lr = self.lr_at(0)
+            self._apply(0)
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch, base):
         if epoch < self.warmup:
-            return self.base_lr * (epoch + 1) / (self.warmup + 1)
+            return base * (epoch + 1) / (self.warmup + 1)
         frac = min(1.0, (epoch - self.warmup) / max(1, self.total - self.warmup))
-        return max(self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * frac)), 1e-12)
+        return max(self.min_lr + 0.5 * (base - self.min_lr) * (1 + math.cos(math.pi * frac)), 1e-12)
 
 
 class ReduceLROnPlateau(_Schedule):
@@ -87,6 +99,7 @@ class ReduceLROnPlateau(_Schedule):
         else:
             self.bad += 1
             if self.bad > self.patience:
-                self.optimizer.lr = max(self.optimizer.lr * self.factor, self.min_lr or 1e-12)
+                for g in self.optimizer.param_groups:
+                    g["lr"] = max(g["lr"] * self.factor, self.min_lr or 1e-12)
                 self.bad = 0
         return self.optimizer.lr
