@@ -24,7 +24,7 @@ def test_a_float64_model_stays_float64_end_to_end(rng, tmp_path):
     assert model.dtype == np.float64
     x = rng.standard_normal((5, 8))
     out = model(x)
-    assert out.dtype == np.float64 and model.backward(np.ones_like(out)).dtype == np.float64
+    assert out.dtype == np.float64 and model.backward(np.ones_like(out), input_grad=True).dtype == np.float64
     fastbp.save(model, tmp_path / "m.npz")
     again = fastbp.load(tmp_path / "m.npz")
     np.testing.assert_array_equal(again.predict(x), model.predict(x))

@@ -26,7 +26,7 @@ def test_dtype_preserved_everywhere(rng, dtype):
     y = model(x)
     loss_fn = fastbp.SoftmaxCrossEntropy()
     loss_fn(y, rng.integers(0, 3, 5))
-    dx = model.backward(loss_fn.backward())
+    dx = model.backward(loss_fn.backward(), input_grad=True)
     assert y.dtype == dx.dtype == dtype
     assert all(p.data.dtype == p.grad.dtype == dtype for p in model.parameters())
     assert model.predict(x).dtype == dtype
@@ -61,12 +61,12 @@ def test_buffers_are_reused_between_steps(rng):
     x, t = rng.standard_normal((7, 10)).astype(np.float32), rng.integers(0, 3, 7)
     y1 = model(x)
     loss_fn(y1, t)
-    dx1 = model.backward(loss_fn.backward())
+    dx1 = model.backward(loss_fn.backward(), input_grad=True)
     g1 = loss_fn.backward()
     grads1 = [p.grad for p in model.parameters()]
     y2 = model(x * 2)
     loss_fn(y2, t)
-    dx2 = model.backward(loss_fn.backward())
+    dx2 = model.backward(loss_fn.backward(), input_grad=True)
     assert y2 is y1 and dx2 is dx1 and loss_fn.backward() is g1
     assert all(a is p.grad for a, p in zip(grads1, model.parameters()))
     y3 = model(x[:3])  # another batch size gets its own buffer

@@ -32,3 +32,12 @@ def test_readme_sklearn_example_runs():
     exec(compile(block, "README.md", "exec"), ns)
     assert ns["search"].score(ns["X_te"], ns["y_te"]) > 0.95
     assert type(ns["search"].best_estimator_[-1]).__module__.startswith("fastbp.sklearn")
+
+
+def test_readme_hand_written_loop_runs_and_learns():
+    block = re.search(r"<!-- loop-example -->\n```python\n(.*?)```", README.read_text(), re.S).group(1)
+    ns = {}
+    exec(compile(block, "README.md", "exec"), ns)
+    fastbp, model, X, y = ns["fastbp"], ns["model"], ns["X"], ns["y"]
+    acc = fastbp.evaluate(model, X, y, loss=ns["loss"])["accuracy"]
+    assert acc > 0.9 and ns["value"] < 0.5

@@ -61,7 +61,7 @@ def test_training_skips_the_gradient_nobody_uses(rng):
     model.forward(X)
     assert model.backward(input_grad=False) is None and calls == [False]
     model.forward(X)
-    dx = model.backward()
+    dx = model.backward(input_grad=True)
     assert calls == [False, True] and dx.shape == X.shape
 
 
