@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 
 import numpy as np
@@ -17,7 +19,7 @@ from ..threads import get_num_threads
 from ..version import __version__
 from .runner import measure, torch_available
 from .sklearn_fit import format_row
-from .timing import interleaved
+from .timing import MAX_REL_IQR, interleaved
 from .torch_mlp import step_flops
 
 MLPS = {"784-512-256-10": [784, 512, 256, 10], "1024-2048-2048-10": [1024, 2048, 2048, 10]}
@@ -36,7 +38,13 @@ def _sizes(mlp):
     return MLPS[mlp] if isinstance(mlp, str) else [int(v) for v in mlp]
 
 
-def step_table(plan, *, threads=None, log=print):
+def step_table(plan, *, threads=None, log=None):
+    """One row per config: medians in ms, their IQRs, GFLOP/s and the ratios of medians.
+
+    A row whose sides still spread too widely after the reruns (see
+    :func:`fastbp.bench.timing.settle`) lists them in ``unstable`` and its
+    ratios are None. ``log(line)`` gets one progress message per event.
+    """
     impls = ["fastbp", "numpy", "floor"] + (["torch"] if torch_available() else [])
     configs = [
         dict(sizes=_sizes(m), batch=b, optimizer=o, dtype=d)
@@ -47,12 +55,26 @@ def step_table(plan, *, threads=None, log=print):
     ]
     done = []
 
-    def progress(cfg):
-        done.append(cfg)
-        log(f"  measured {len(done)}/{len(configs)}", end="\r")
+    def progress(cfg, rerun=None):
+        if not log:
+            return
+        name = f"{'-'.join(map(str, cfg['sizes']))} {cfg['dtype']} {cfg['optimizer']} batch {cfg['batch']}"
+        if rerun:
+            spread = ", ".join(f"{k} {v:.0%}" for k, v in rerun.items())
+            log(f"{name}: IQR/median {spread}, measuring again")
+        else:
+            done.append(cfg)
+            log(f"measured {len(done)}/{len(configs)}: {name}")
 
     results = measure(
-        configs, impls, rounds=plan["rounds"], threads=threads, progress=progress, handover=plan.get("handover", 0.25)
+        configs,
+        impls,
+        rounds=plan["rounds"],
+        threads=threads,
+        progress=progress,
+        handover=plan.get("handover", 0.25),
+        reruns=plan.get("reruns", 2),
+        max_rel_iqr=plan.get("max_rel_iqr", MAX_REL_IQR),
     )
     rows = {}
     for r in results:
@@ -66,34 +88,82 @@ def step_table(plan, *, threads=None, log=print):
             "dtype": dtype,
             "optimizer": opt,
             "batch": batch,
-            "fastbp_ms": fb * 1e3,
             "gflops": step_flops(by["fastbp"]["sizes"], batch) / fb / 1e9,
-            "numpy_ms": by["numpy"]["median"] * 1e3,
-            "floor_ms": by["floor"]["median"] * 1e3,
-            "speedup_vs_numpy": by["numpy"]["median"] / fb,
-            "ratio_to_floor": fb / by["floor"]["median"],
-            "fastbp_warmup_s": by["fastbp"]["warmup"],
         }
+        for impl, r in by.items():
+            row[f"{impl}_ms"] = r["median"] * 1e3
+            row[f"{impl}_iqr_ms"] = r["iqr"] * 1e3
+        # An unstable point loses all its ratios, not only those of its widest sides: the machine
+        # was disturbed while it ran, and a side can be slowed throughout and still look tight.
+        unstable = [impl for impl, r in by.items() if r["unstable"]]
+        ratios = {"speedup_vs_numpy": ("numpy", "fastbp"), "ratio_to_floor": ("fastbp", "floor")}
         if "torch" in by:
-            row["torch_ms"] = by["torch"]["median"] * 1e3
-            row["speedup_vs_torch"] = by["torch"]["median"] / fb
+            ratios["speedup_vs_torch"] = ("torch", "fastbp")
+        for name, (num, den) in ratios.items():
+            row[name] = None if unstable else by[num]["median"] / by[den]["median"]
+        row["unstable"] = unstable
+        row["attempts"] = by["fastbp"]["attempts"]
+        row["fastbp_warmup_s"] = by["fastbp"]["warmup"]
         table.append(row)
     return table
 
 
-def print_step_table(table, out=print):
+def _spread(r, impl):
+    """IQR / median of ``impl``'s step times in row ``r``, as a short percentage ("12%")."""
+    return f"{r[f'{impl}_iqr_ms'] / r[f'{impl}_ms']:4.0%}"
+
+
+def print_step_table(table, out=print, max_rel_iqr=MAX_REL_IQR):
+    """The step table; "iqr" is each side's interquartile range over its median, "?" a ratio left out.
+
+    Ends with a one-line warning naming the unstable points, if any.
+    """
+    torch = any("torch_ms" in r for r in table)
     out(
-        f"{'MLP':18s} {'dtype':7s} {'opt':4s} {'batch':>5s} {'fastbp ms':>9s} {'GFLOP/s':>8s} "
-        f"{'numpy ms':>9s} {'x numpy':>8s} {'torch ms':>9s} {'x torch':>8s} {'/floor':>7s}"
+        f"{'MLP':18s} {'dtype':7s} {'opt':4s} {'batch':>5s} {'fastbp ms':>9s} {'iqr':>4s} {'GFLOP/s':>7s} "
+        f"{'numpy ms':>9s} {'iqr':>4s} {'x numpy':>7s}"
+        + (f" {'torch ms':>9s} {'iqr':>4s} {'x torch':>7s}" if torch else "")
+        + f" {'/floor':>6s}"
     )
+
+    def ratio(r, key, width):
+        return f"{'?':>{width}s}" if r.get(key) is None else f"{r[key]:{width}.2f}"
+
     for r in table:
-        tms = f"{r['torch_ms']:9.2f}" if "torch_ms" in r else f"{'-':>9s}"
-        tx = f"{r['speedup_vs_torch']:8.2f}" if "speedup_vs_torch" in r else f"{'-':>8s}"
-        out(
+        line = (
             f"{r['mlp']:18s} {r['dtype']:7s} {r['optimizer']:4s} {r['batch']:5d} {r['fastbp_ms']:9.2f} "
-            f"{r['gflops']:8.1f} {r['numpy_ms']:9.2f} {r['speedup_vs_numpy']:8.2f} {tms} {tx} "
-            f"{r['ratio_to_floor']:7.2f}"
+            f"{_spread(r, 'fastbp')} {r['gflops']:7.1f} {r['numpy_ms']:9.2f} {_spread(r, 'numpy')} "
+            f"{ratio(r, 'speedup_vs_numpy', 7)}"
         )
+        if torch:
+            line += (
+                f" {r['torch_ms']:9.2f} {_spread(r, 'torch')} {ratio(r, 'speedup_vs_torch', 7)}"
+                if "torch_ms" in r
+                else f" {'-':>9s} {'-':>4s} {'-':>7s}"
+            )
+        out(line + f" {ratio(r, 'ratio_to_floor', 6)}")
+    warning = unstable_warning(table, max_rel_iqr)
+    if warning:
+        out(warning)
+
+
+def unstable_warning(table, max_rel_iqr=MAX_REL_IQR):
+    """One line naming the rows with unstable sides and their spreads, or "" if there are none."""
+    bad = [r for r in table if r.get("unstable")]
+    if not bad:
+        return ""
+    names = [
+        f"{r['mlp']} {r['dtype']} {r['optimizer']} batch {r['batch']} ("
+        + ", ".join(f"{impl} {_spread(r, impl).strip()}" for impl in r["unstable"])
+        + ")"
+        for r in bad
+    ]
+    # The usual cause, seen on a 2-core machine: another process running makes threaded
+    # BLAS steps of ~1 ms take ~80 ms some of the time, never with one BLAS thread.
+    return (
+        f"warning: {len(bad)} unstable point(s), a side's IQR above {max_rel_iqr:.0%} of its median after "
+        f"{bad[0]['attempts']} runs (other load on the machine?); their ratios are left out (?): " + "; ".join(names)
+    )
 
 
 def kernel_ratios(rounds=40):
@@ -171,10 +241,25 @@ def sklearn_fits():
     return compare()
 
 
+def chart_title(table, width=60):
+    """The chart's title, wrapped to ``width`` characters.
+
+    It names PyTorch only if the table has torch ratios, and says how many unstable ratios are left out.
+    """
+    torch = any(r.get("speedup_vs_torch") is not None for r in table)
+    versus = "numpy and PyTorch" if torch else "numpy"
+    text = f"fastbp training step speed-up over {versus} (ratio of median step times; > 1: fastbp is faster)"
+    left_out = sum(r.get(k, 0) is None for r in table for k in ("speedup_vs_numpy", "speedup_vs_torch"))
+    if left_out:
+        text += f"; {left_out} unstable ratio{'s' if left_out > 1 else ''} left out"
+    return textwrap.fill(text, width)
+
+
 def plot(table, path):
     """PNG chart of fastbp's step speed-up over numpy and PyTorch against batch size; needs matplotlib.
 
     One panel per (MLP, dtype); colour is the optimizer, line style the baseline.
+    Unstable points (ratio None) leave a gap. Returns False if matplotlib is missing.
     """
     try:
         import matplotlib
@@ -186,7 +271,10 @@ def plot(table, path):
     panels = sorted({(r["mlp"], r["dtype"]) for r in table})
     cols = min(2, len(panels))
     nrows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.4 * nrows), squeeze=False, sharey=True)
+    # constrained layout makes room for the suptitle, which tight_layout ignores (it was clipped).
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(5.2 * cols, 3.4 * nrows + 0.4), squeeze=False, sharey=True, layout="constrained"
+    )
     colours = {"sgd": "tab:blue", "adam": "tab:orange"}
     for ax, (mlp, dtype) in zip(axes.flat, panels):
         for opt in ("sgd", "adam"):
@@ -194,19 +282,10 @@ def plot(table, path):
                 (r for r in table if r["mlp"] == mlp and r["dtype"] == dtype and r["optimizer"] == opt),
                 key=lambda r: r["batch"],
             )
-            if not rows:
-                continue
-            b = [r["batch"] for r in rows]
-            ax.plot(b, [r["speedup_vs_numpy"] for r in rows], color=colours[opt], marker="o", label=f"vs numpy, {opt}")
-            if "speedup_vs_torch" in rows[0]:
-                ax.plot(
-                    b,
-                    [r["speedup_vs_torch"] for r in rows],
-                    color=colours[opt],
-                    marker="s",
-                    linestyle="--",
-                    label=f"vs PyTorch, {opt}",
-                )
+            for key, name, style in (("speedup_vs_numpy", "numpy", "o-"), ("speedup_vs_torch", "PyTorch", "s--")):
+                y = [np.nan if r.get(key) is None else r[key] for r in rows]  # NaN: a gap, not a bridge
+                if not np.isnan(y).all():
+                    ax.plot([r["batch"] for r in rows], y, style, color=colours[opt], label=f"vs {name}, {opt}")
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_xscale("log", base=2)
         ax.set_title(f"MLP {mlp}, {dtype}", fontsize=10)
@@ -217,11 +296,47 @@ def plot(table, path):
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle("fastbp training step vs numpy and PyTorch (medians; > 1 means fastbp is faster)", fontsize=11)
-    fig.tight_layout()
+    fig.suptitle(chart_title(table, width=int(10 * 5.2 * cols)), fontsize=11)  # ~10 characters per inch
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def write_chart(table, path, out=print):
+    """Write the chart to ``path`` and say so, or say why no chart was written."""
+    if plot(table, path):
+        out(f"wrote {path}")
+    else:
+        out('no chart written: matplotlib is not installed (pip install "fastbp[plot]")')
+
+
+class Progress:
+    """Progress messages on ``stream``: one line rewritten in place on a terminal, else plain full lines.
+
+    ``\\r`` only makes sense on a terminal; in a log file or a pipe it would glue
+    every message and the table that follows into one line.
+    """
+
+    def __init__(self, stream=None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty()
+        self.width = 0
+
+    def __call__(self, msg):
+        if self.tty:
+            msg = msg[: shutil.get_terminal_size().columns - 1]  # a wrapped line cannot be rewritten with \r
+            self.stream.write("\r" + msg.ljust(self.width))
+            self.width = max(self.width, len(msg))
+        else:
+            self.stream.write(msg + "\n")
+        self.stream.flush()
+
+    def clear(self):
+        """Blank the progress line (terminal only), so what is printed next starts at column 0."""
+        if self.tty and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+        self.width = 0
 
 
 def run(
@@ -232,7 +347,13 @@ def run(
     sklearn=None,
     cold=True,
     out=print,
+    progress_stream=None,
 ):
+    """Run the benchmark report: print it with ``out``, write JSON and a chart; return the report dict.
+
+    Progress goes to ``progress_stream`` (default ``sys.stderr``), rewritten in
+    place only if it is a terminal.
+    """
     plan = FULL if full else QUICK
 
     report = {
@@ -240,8 +361,15 @@ def run(
         "threads": threads or get_num_threads(),
         "cpu_count": os.cpu_count(),
         "plan": plan,
-        "method": "each implementation family in its own process, taking turns in blocks "
-        "of steps; medians over all steps; warm-up excluded",
+        "method": "each implementation family in its own process, taking turns in blocks of steps, "
+        "the order rotating every round; medians and interquartile ranges over all steps; warm-up excluded; "
+        "ratios are of medians from the same run",
+        "stability": {
+            "rule": "a point is unstable if any side's IQR of per-step times exceeds max_rel_iqr times its "
+            "median; it is measured again up to `reruns` times; if still unstable, its ratios are null",
+            "max_rel_iqr": plan.get("max_rel_iqr", MAX_REL_IQR),
+            "reruns": plan.get("reruns", 2),
+        },
     }
     out(
         f"fastbp {__version__} bench ({'full' if full else 'quick'}), {report['threads']} threads, "
@@ -249,12 +377,10 @@ def run(
     )
     t0 = time.perf_counter()
 
-    def log(msg, end="\n"):
-        print(msg, end=end, file=sys.stderr, flush=True)
-
-    report["steps"] = step_table(plan, threads=threads, log=log)
-    log(" " * 40, end="\r")
-    print_step_table(report["steps"], out)
+    progress = Progress(progress_stream)
+    report["steps"] = step_table(plan, threads=threads, log=progress)
+    progress.clear()
+    print_step_table(report["steps"], out, max_rel_iqr=report["stability"]["max_rel_iqr"])
     report["kernels"] = kernel_ratios()
     for k in report["kernels"]:
         out(
@@ -280,6 +406,6 @@ def run(
         with open(json_path, "w") as fh:
             json.dump(report, fh, indent=2)
         out(f"wrote {json_path}")
-    if png_path and plot(report["steps"], png_path):
-        out(f"wrote {png_path}")
+    if png_path:
+        write_chart(report["steps"], png_path, out)
     return report

@@ -18,15 +18,17 @@ The exchange is strictly one request, then one answer, on stdin/stdout:
   The step function is built once per process for each (impl, sizes, batch,
   optimizer, dtype): the first request for it builds the problem
   (:func:`fastbp.bench.mlp.make_problem`, ``seed=0``) and the step, runs 3 warm-up
-  steps (numba compilation, buffers, torch's first-call setup) and reports the
-  time of all that as ``warmup``; later requests reuse the same step function
-  (its weights keep training) and answer ``"warmup": null``.
+  steps (numba compilation, buffers, torch's first-call setup) and then more for
+  0.1 s (allocator and caches settle), and reports the time of all that as
+  ``warmup``; later requests reuse the same step function (its weights keep
+  training) and answer ``"warmup": null``.
 
 The parent turns the implementations over, ``steps`` steps per turn, and takes
-the median of all the times of an implementation. It stops a worker by closing
-its stdin: the worker's loop ends at EOF and it exits with status 0. An error in
-the worker (an unknown ``impl``, say) ends it with a traceback on the inherited
-stderr; the parent then reads EOF and raises ``RuntimeError``.
+the median and interquartile range of all the times of an implementation. It
+stops a worker by closing its stdin: the worker's loop ends at EOF and it exits
+with status 0. An error in the worker (an unknown ``impl``, say) ends it with a
+traceback on the inherited stderr; the parent then reads EOF and raises
+``RuntimeError``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ import numpy as np
 from ..threads import set_num_threads
 from .mlp import BlasFloor, FastbpStep, NumpyMLP, make_problem
 from .torch_mlp import TorchMLP
+
+WARMUP_STEPS, WARMUP_S = 3, 0.1
 
 
 def _build(spec):
@@ -67,7 +71,12 @@ def main() -> int:
         if key not in steps_cache:
             t0 = time.perf_counter()
             fn = steps_cache[key] = _build(spec)
-            for _ in range(3):  # warm-up: numba compilation, buffer allocation, torch's first-call setup
+            for _ in range(WARMUP_STEPS):  # numba compilation, buffer allocation, torch's first-call setup
+                fn()
+            # Then WARMUP_S more of steps: at small batches 3 steps are a few ms, too few for
+            # the allocator and caches to settle, and the first timed turn came out slower.
+            t1 = time.perf_counter()
+            while time.perf_counter() - t1 < WARMUP_S:
                 fn()
             warm = time.perf_counter() - t0
         fn = steps_cache[key]
