@@ -7,7 +7,7 @@ softmax-cross-entropy, bias reduction); each has a plain-numpy twin in
 
 from . import datasets, jit, kernels, ops, reference, schedules
 from .io import load, save
-from .layers import Identity, Layer, Linear, ReLU, Sigmoid, Softmax, Standardize, Tanh
+from .layers import Dropout, Identity, Layer, Linear, ReLU, Sigmoid, Softmax, Standardize, Tanh
 from .losses import BCEWithLogits, CrossEntropy, Loss, MSELoss, SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import SGD, Adam, AdamW, clip_grad_norm
@@ -45,6 +45,7 @@ __all__ = [
     "Tanh",
     "Softmax",
     "Standardize",
+    "Dropout",
     "Loss",
     "SoftmaxCrossEntropy",
     "CrossEntropy",

@@ -34,6 +34,7 @@ _LAYERS = {
         _layers.Softmax,
         _layers.Identity,
         _layers.Standardize,
+        _layers.Dropout,
     )
 }
 _OPTIMIZERS = {cls.__name__: cls for cls in (_optim.SGD, _optim.Adam, _optim.AdamW)}

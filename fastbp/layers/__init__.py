@@ -6,7 +6,8 @@ the parameter-free activation layers and Softmax, ``scaling.py``
 
 from .activations import Identity, ReLU, Sigmoid, Softmax, Tanh
 from .base import Layer
+from .dropout import Dropout
 from .linear import Linear
 from .scaling import Standardize
 
-__all__ = ["Layer", "Linear", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax", "Standardize"]
+__all__ = ["Layer", "Linear", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax", "Standardize", "Dropout"]
