@@ -7,7 +7,7 @@ softmax-cross-entropy, bias reduction); each has a plain-numpy twin in
 
 from . import datasets, jit, kernels, ops, reference, schedules
 from .io import load, save
-from .layers import Dropout, Identity, Layer, Linear, ReLU, Sigmoid, Softmax, Standardize, Tanh
+from .layers import BatchNorm1d, Dropout, Identity, Layer, LayerNorm, Linear, ReLU, Sigmoid, Softmax, Standardize, Tanh
 from .losses import BCEWithLogits, CrossEntropy, Loss, MSELoss, SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import SGD, Adam, AdamW, clip_grad_norm
@@ -46,6 +46,8 @@ __all__ = [
     "Softmax",
     "Standardize",
     "Dropout",
+    "BatchNorm1d",
+    "LayerNorm",
     "Loss",
     "SoftmaxCrossEntropy",
     "CrossEntropy",

@@ -35,6 +35,8 @@ _LAYERS = {
         _layers.Identity,
         _layers.Standardize,
         _layers.Dropout,
+        _layers.BatchNorm1d,
+        _layers.LayerNorm,
     )
 }
 _OPTIMIZERS = {cls.__name__: cls for cls in (_optim.SGD, _optim.Adam, _optim.AdamW)}

@@ -8,6 +8,19 @@ from .activations import Identity, ReLU, Sigmoid, Softmax, Tanh
 from .base import Layer
 from .dropout import Dropout
 from .linear import Linear
+from .norm import BatchNorm1d, LayerNorm
 from .scaling import Standardize
 
-__all__ = ["Layer", "Linear", "Identity", "ReLU", "Sigmoid", "Tanh", "Softmax", "Standardize", "Dropout"]
+__all__ = [
+    "Layer",
+    "Linear",
+    "Identity",
+    "ReLU",
+    "Sigmoid",
+    "Tanh",
+    "Softmax",
+    "Standardize",
+    "Dropout",
+    "BatchNorm1d",
+    "LayerNorm",
+]
