@@ -26,7 +26,7 @@ from .. import kernels
 from ..loop import Batches, defer_interrupts
 from ..threads import limit_threads
 from . import _params
-from ._network import Network
+from ._network import BN_KEYS, Network, RegularizedNetwork, new_batch_norm_state
 from ._outputs import OutputLoss, activate
 from ._solvers import SGD, Adam
 
@@ -64,6 +64,8 @@ class BaseMLP(BaseEstimator):
         max_fun,
         dtype,
         n_threads,
+        dropout,
+        batch_norm,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -90,6 +92,8 @@ class BaseMLP(BaseEstimator):
         self.max_fun = max_fun
         self.dtype = dtype
         self.n_threads = n_threads
+        self.dropout = dropout
+        self.batch_norm = batch_norm
 
     # -- hooks for the subclasses -------------------------------------------
     def _check_params(self):
@@ -109,6 +113,8 @@ class BaseMLP(BaseEstimator):
     _score_function: Callable[..., float] | None = (
         None  # accuracy_score or r2_score: what validation scores use, as in scikit-learn
     )
+
+    _net: Network | RegularizedNetwork  # set by _network(), not pickled
 
     # -- pickling: the layers are rebuilt from coefs_ on demand ---------------
     def __getstate__(self):
@@ -189,6 +195,7 @@ class BaseMLP(BaseEstimator):
                     f"the layer sizes {units} (features, hidden_layer_sizes, outputs); "
                     "fit again with warm_start=False"
                 )
+        self._prepare_regularization(hidden, dtype, first_pass)
         with limit_threads(self.n_threads):
             self._fit_stochastic(X, Y, sw, incremental)
         if not all(np.isfinite(a).all() for a in (*self.coefs_, *self.intercepts_)):
@@ -214,6 +221,7 @@ class BaseMLP(BaseEstimator):
             self.intercepts_.append(intercept.astype(dtype, copy=False))
         self._best_coefs = [c.copy() for c in self.coefs_]
         self._best_intercepts = [i.copy() for i in self.intercepts_]
+        self._best_extra: list = []
         self.loss_curve_ = []
         self._no_improvement_count = 0
         if self.early_stopping:
@@ -225,14 +233,59 @@ class BaseMLP(BaseEstimator):
             self.validation_scores_ = None
             self.best_validation_score_ = None
 
-    def _network(self) -> Network:
-        """The layers over ``coefs_``/``intercepts_``; rebuilt (copying them in) when those arrays were replaced."""
-        net = getattr(self, "_net", None)
-        if net is None or not net.wraps(self.coefs_, self.intercepts_, self.activation):
+    def _prepare_regularization(self, hidden, dtype, first_pass):
+        """The dropout generator and batch-norm state for this fit (fresh on a first pass)."""
+        rates = _params.dropout_rates(self.dropout, len(hidden))
+        if any(rates) and (first_pass or getattr(self, "_dropout_seed", None) is None):
+            # One draw from the fit's stream, after the initial weights: a given random_state
+            # gives the same masks. (Only with dropout: the default path draws as scikit-learn.)
+            self._dropout_seed = int(self._random_state.randint(0, 2**31 - 1))
+            self._dropout_step = 0
+        elif first_pass:
+            self._dropout_seed, self._dropout_step = None, 0
+        if not self.batch_norm:
+            self.batch_norm_ = None
+        elif first_pass or getattr(self, "batch_norm_", None) is None:
+            self.batch_norm_ = new_batch_norm_state(hidden, dtype)
+
+    def _network(self, training: bool = False) -> Network | RegularizedNetwork:
+        """The layers over ``coefs_``/``intercepts_`` (and ``batch_norm_``); rebuilt (copying them in)
+        when those arrays were replaced.
+
+        ``training``: for ``fit``, which also needs the current ``dropout`` rates; prediction
+        takes any network over the fitted arrays (dropout is the identity there).
+        """
+        bn = getattr(self, "batch_norm_", None)
+        rates = None
+        if training:
+            rates = _params.dropout_rates(self.dropout, len(self.coefs_) - 1)
+        net: Network | RegularizedNetwork | None = getattr(self, "_net", None)
+        if bn is None and (rates is None or not any(rates)):  # the fast path: scikit-learn's network
+            if isinstance(net, Network) and net.wraps(self.coefs_, self.intercepts_, self.activation):
+                return net
             net = self._net = Network(self.coefs_, self.intercepts_, self.activation)
-            # New lists: replacing an item of coefs_ must not change the network's own list.
-            self.coefs_, self.intercepts_ = list(net.coefs), list(net.intercepts)
+        else:
+            if isinstance(net, RegularizedNetwork) and net.wraps(
+                self.coefs_, self.intercepts_, self.activation, bn, rates
+            ):
+                return net
+            if rates is None:
+                rates = [0.0] * (len(self.coefs_) - 1)
+            seed = getattr(self, "_dropout_seed", None) or 0
+            net = RegularizedNetwork(
+                self.coefs_, self.intercepts_, self.activation, rates, bn, seed, getattr(self, "_dropout_step", 0)
+            )
+            self._net = net
+            if net.batch_norm is not None:
+                self.batch_norm_ = [dict(s) for s in net.batch_norm]
+        # New lists: replacing an item of coefs_ must not change the network's own list.
+        self.coefs_, self.intercepts_ = list(net.coefs), list(net.intercepts)
         return net
+
+    def _extra_state(self) -> list:
+        """The fitted arrays besides coefs_/intercepts_ that early stopping keeps the best of."""
+        bn = getattr(self, "batch_norm_", None)
+        return [] if bn is None else [s[k] for s in bn for k in BN_KEYS]
 
     def _make_solver(self, net):
         params = [w for w, _, _ in net.segments]
@@ -274,10 +327,12 @@ class BaseMLP(BaseEstimator):
         return np.ascontiguousarray(Y, dtype=dtype)
 
     def _fit_stochastic(self, X, Y, sw, incremental):
-        net = self._network()
+        net = self._network(training=True)
         net.reset()
-        if not incremental or not hasattr(self, "_solver"):
-            self._solver = self._make_solver(net)
+        layout = [w.size for w, _, _ in net.segments]
+        if not incremental or not hasattr(self, "_solver") or getattr(self, "_solver_layout", layout) != layout:
+            self._solver = self._make_solver(net)  # also when batch_norm changed between partial_fit calls
+        self._solver_layout = layout
         solver = self._solver
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
@@ -288,6 +343,10 @@ class BaseMLP(BaseEstimator):
             X_val = y_val = sw_val = None
         T = self._loss_targets(Y_tr, X.dtype)
         n = X_tr.shape[0]
+        if self.batch_norm and n < 2:
+            raise ValueError(
+                f"batch_norm: training needs batches of at least 2 samples (batch statistics), got {n} sample"
+            )
         if self.batch_size == "auto":
             batch_size = min(200, n)
         else:
@@ -305,6 +364,21 @@ class BaseMLP(BaseEstimator):
             float(self.alpha),
         )
         sample_idx = np.arange(n, dtype=int)
+        regularized = isinstance(net, RegularizedNetwork)
+        if regularized:
+            net.train(True)
+        try:
+            self._epochs(epoch, n, sample_idx, incremental, X_val, y_val, sw_val)
+        finally:
+            if regularized:
+                net.train(False)
+                self._dropout_step = net.step
+        if self.early_stopping:  # put back the best weights, in the arrays the layers share
+            best = self._best_coefs + self._best_intercepts + getattr(self, "_best_extra", [])
+            for dst, src in zip(self.coefs_ + self.intercepts_ + self._extra_state(), best):
+                np.copyto(dst, src)
+
+    def _epochs(self, epoch, n, sample_idx, incremental, X_val, y_val, sw_val):
         with defer_interrupts() as interrupted:
             self.n_iter_ = 0
             for _ in range(self.max_iter):
@@ -316,14 +390,11 @@ class BaseMLP(BaseEstimator):
                     sample_idx = sample_idx[perm]
                 loss_sum = epoch.run(sample_idx if self.shuffle else None, interrupted, self.n_iter_ + 1)
                 if loss_sum is None:  # Ctrl-C: the last batch was applied whole
-                    warnings.warn("Training interrupted by user.", stacklevel=3)
+                    warnings.warn("Training interrupted by user.", stacklevel=4)
                     break
-                self._end_epoch(loss_sum / n, n, X_val, y_val, sw_val)
+                self._end_epoch(loss_sum / (n - epoch.skipped), n, X_val, y_val, sw_val)
                 if self._stop_now(incremental):
                     break
-        if self.early_stopping:  # put back the best weights, in the arrays the layers share
-            for dst, src in zip(self.coefs_ + self.intercepts_, self._best_coefs + self._best_intercepts):
-                np.copyto(dst, src)
 
     def _end_epoch(self, loss, n, X_val, y_val, sw_val):
         self.n_iter_ += 1
@@ -357,7 +428,7 @@ class BaseMLP(BaseEstimator):
                 f"Stochastic Optimizer: Maximum iterations ({self.max_iter:d}) reached and the optimization "
                 "hasn't converged yet.",
                 ConvergenceWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
         return False
 
@@ -375,6 +446,7 @@ class BaseMLP(BaseEstimator):
                 self.best_validation_score_ = score
                 self._best_coefs = [c.copy() for c in self.coefs_]
                 self._best_intercepts = [i.copy() for i in self.intercepts_]
+                self._best_extra = [a.copy() for a in self._extra_state()]
         else:
             if self.loss_curve_[-1] > self.best_loss_ - self.tol:
                 self._no_improvement_count += 1
@@ -427,6 +499,9 @@ class _Epoch:
     def __init__(self, net, solver, out_loss, gather, batch_size, alpha):
         self.net, self.solver, self.out_loss, self.gather = net, solver, out_loss, gather
         self.batch_size, self.alpha = batch_size, alpha
+        # BatchNorm1d cannot train on one row: such a batch (the last of an epoch) is skipped.
+        self.min_rows = 2 if getattr(net, "batch_norm", None) is not None else 1
+        self.skipped = 0  # rows skipped in the last epoch
 
     def run(self, order, interrupted, iteration):
         """Sum over batches of (batch loss x batch rows), as scikit-learn accumulates; None if interrupted.
@@ -436,8 +511,12 @@ class _Epoch:
         net, alpha = self.net, self.alpha
         n = self.gather.X.shape[0]
         total = 0.0
+        self.skipped = 0
         for start in range(0, n, self.batch_size):  # sklearn.utils.gen_batches
             batch = slice(start, min(start + self.batch_size, n))
+            if batch.stop - batch.start < self.min_rows:
+                self.skipped += batch.stop - batch.start
+                continue
             xb, tb, wb = self.gather(batch if order is None else order[batch])
             norm = xb.shape[0] if wb is None else float(wb.sum())
             if norm <= 0:  # every sample weighs 0: nothing to learn from this batch

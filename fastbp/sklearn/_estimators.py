@@ -35,12 +35,31 @@ n_threads : int or None, default=None
     prediction. None uses the process settings (which joblib's workers
     already limit); an int caps both for the call, e.g. 1 when several
     models train in threads of one process.
+dropout : float in [0, 1) or sequence of them, default=0.0
+    Inverted dropout after each hidden activation during training, with
+    this drop probability (a sequence: one per hidden layer); the identity
+    at prediction. The masks are drawn from a seed taken from
+    ``random_state``, so a given ``random_state`` gives the same model.
+    Not in scikit-learn: with the defaults training is exactly scikit-learn's.
+batch_norm : bool, default=False
+    Put a batch normalization (``fastbp.BatchNorm1d``, PyTorch's defaults:
+    ``eps=1e-5``, ``momentum=0.1``) between each hidden layer's linear map
+    and its activation. Training normalizes with each batch's statistics
+    (a last batch of one sample is skipped); prediction uses the running
+    statistics (``batch_norm_``). Its weights and biases are trained by the
+    same solver, without the L2 term. Not in scikit-learn.
 """
 
 _SHARED_ATTRIBUTES = """\
 loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_, coefs_, intercepts_,
 n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_
     As in scikit-learn. ``coefs_[i]`` has shape (units in, units out).
+batch_norm_ : list of dict, or None
+    With ``batch_norm=True``, one dict per hidden layer with the arrays
+    ``weight``, ``bias``, ``running_mean``, ``running_var`` (units,) and
+    ``num_batches_tracked`` (1,): hidden layer ``i`` computes
+    ``act((z - running_mean) / sqrt(running_var + 1e-5) * weight + bias)``
+    at prediction, ``z = x @ coefs_[i] + intercepts_[i]``. None without.
 """
 
 
@@ -127,6 +146,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         class_weight=None,
         dtype=None,
         n_threads=None,
+        dropout=0.0,
+        batch_norm=False,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -154,6 +175,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             max_fun=max_fun,
             dtype=dtype,
             n_threads=n_threads,
+            dropout=dropout,
+            batch_norm=batch_norm,
         )
         self.class_weight = class_weight
 
@@ -353,6 +376,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         max_fun=15000,
         dtype=None,
         n_threads=None,
+        dropout=0.0,
+        batch_norm=False,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -380,6 +405,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
             max_fun=max_fun,
             dtype=dtype,
             n_threads=n_threads,
+            dropout=dropout,
+            batch_norm=batch_norm,
         )
         self.loss = loss
 

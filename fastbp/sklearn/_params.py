@@ -48,6 +48,7 @@ CONSTRAINTS: dict[str, list] = {
     "max_fun": [POSITIVE_INT],  # L-BFGS only: accepted for compatibility, no effect (as in scikit-learn)
     "dtype": [NoneValue(), Options("float32", "float64"), InstanceOf((type, np.dtype), "a numpy float dtype")],
     "n_threads": [NoneValue(), POSITIVE_INT],
+    "batch_norm": [Boolean()],
 }
 
 # The classifier's own parameter.
@@ -66,6 +67,24 @@ def hidden_sizes(value) -> list[int]:
     if isinstance(value, str) or not all(POSITIVE_INT.accepts(s) for s in sizes):
         raise ValueError(f"hidden_layer_sizes: expected positive ints, got {value!r}")
     return [int(s) for s in sizes]
+
+
+def dropout_rates(value, n_hidden: int) -> list[float]:
+    """``dropout`` as one rate in [0, 1) per hidden layer (a number applies to every hidden layer)."""
+    if _UNIT.takes_type(value):
+        return [v.check(value, "dropout", _UNIT)] * n_hidden
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__"):
+        raise TypeError(
+            "dropout: expected a number in [0, 1) or a sequence of them (one per hidden layer), "
+            f"got {type(value).__name__} {value!r}"
+        )
+    rates = list(value)
+    if len(rates) != n_hidden:
+        raise ValueError(
+            f"dropout: expected one rate per hidden layer ({n_hidden}, from hidden_layer_sizes), "
+            f"got {len(rates)}: {value!r}"
+        )
+    return [v.check(r, f"dropout[{i}]", _UNIT) for i, r in enumerate(rates)]
 
 
 def resolve_dtype(value):
@@ -88,6 +107,6 @@ def check(est) -> None:
             "solver: 'lbfgs' is not supported by fastbp, which implements the stochastic solvers "
             "'sgd' and 'adam'; use scikit-learn's own MLP for L-BFGS"
         )
-    hidden_sizes(est.hidden_layer_sizes)
+    dropout_rates(est.dropout, len(hidden_sizes(est.hidden_layer_sizes)))
     v.check_params({name: getattr(est, name) for name in CONSTRAINTS}, CONSTRAINTS)
     resolve_dtype(est.dtype)  # the constraint takes types and dtypes; this checks they are float32 or float64
