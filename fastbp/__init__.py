@@ -7,7 +7,24 @@ softmax-cross-entropy, bias reduction); each has a plain-numpy twin in
 
 from . import datasets, jit, kernels, ops, reference, schedules
 from .io import load, save
-from .layers import BatchNorm1d, Dropout, Identity, Layer, LayerNorm, Linear, ReLU, Sigmoid, Softmax, Standardize, Tanh
+from .layers import (
+    ELU,
+    GELU,
+    BatchNorm1d,
+    Dropout,
+    Identity,
+    Layer,
+    LayerNorm,
+    LeakyReLU,
+    Linear,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Standardize,
+    Tanh,
+)
 from .losses import BCEWithLogits, CrossEntropy, Loss, MSELoss, SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import SGD, Adam, AdamW, clip_grad_norm
@@ -48,6 +65,11 @@ __all__ = [
     "Dropout",
     "BatchNorm1d",
     "LayerNorm",
+    "LeakyReLU",
+    "ELU",
+    "GELU",
+    "SiLU",
+    "Softplus",
     "Loss",
     "SoftmaxCrossEntropy",
     "CrossEntropy",

@@ -37,6 +37,11 @@ _LAYERS = {
         _layers.Dropout,
         _layers.BatchNorm1d,
         _layers.LayerNorm,
+        _layers.LeakyReLU,
+        _layers.ELU,
+        _layers.GELU,
+        _layers.SiLU,
+        _layers.Softplus,
     )
 }
 _OPTIMIZERS = {cls.__name__: cls for cls in (_optim.SGD, _optim.Adam, _optim.AdamW)}

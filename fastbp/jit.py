@@ -47,7 +47,10 @@ REDUCTION = frozenset({"contract", "reassoc"})
 JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=set(ELEMENTWISE), error_model="numpy")
 
 # Activation codes: small ints, so one compiled kernel serves every activation.
+# The first four need no parameter and differentiate from their output (``bias_act``/``act_backward``);
+# the others go through ``bias_act_param``/``act_backward_param`` (fastbp/kernels/activations.py).
 IDENTITY, RELU, SIGMOID, TANH = 0, 1, 2, 3
+LEAKY_RELU, ELU, GELU, GELU_TANH, SILU, SOFTPLUS = 4, 5, 6, 7, 8, 9
 
 _PACKAGE = Path(__file__).resolve().parent
 

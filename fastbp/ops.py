@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validate as v
-from .backend import activation_code, bias_scratch, get, zero_bias
+from .backend import bias_scratch, get, identity_bias, resolve_activation, zero_bias
+from .jit import ELU, LEAKY_RELU
 from .losses import bce_with_logits, cross_entropy, mse_loss, softmax_cross_entropy
 
 __all__ = [
@@ -35,6 +36,16 @@ __all__ = [
     "sigmoid_backward",
     "tanh",
     "tanh_backward",
+    "leaky_relu",
+    "leaky_relu_backward",
+    "elu",
+    "elu_backward",
+    "gelu",
+    "gelu_backward",
+    "silu",
+    "silu_backward",
+    "softplus",
+    "softplus_backward",
     "softmax",
     "softmax_backward",
     "softmax_cross_entropy",
@@ -94,7 +105,7 @@ def _weights_and_bias(W, b, in_features, dtype):
     return W, b
 
 
-def linear_forward(x, W, b=None, *, activation=None, out=None, backend="numba"):
+def linear_forward(x, W, b=None, *, activation=None, activation_params=None, out=None, backend="numba"):
     """``y = act(x @ W + b)``, the bias add and activation fused in one pass (zeros stand in for a missing bias).
 
     Parameters
@@ -102,7 +113,9 @@ def linear_forward(x, W, b=None, *, activation=None, out=None, backend="numba"):
     x : (batch, in) float array
     W : (in, out) float array, same dtype as ``x``
     b : (out,) float array or None
-    activation : None, "identity", "relu", "sigmoid" or "tanh"
+    activation : None, "identity", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "gelu",
+        "gelu_tanh", "silu" or "softplus"
+    activation_params : dict or None, the activation's parameters (see :class:`fastbp.Linear`)
     out : (batch, out) array to write into, optional
 
     Returns
@@ -112,10 +125,10 @@ def linear_forward(x, W, b=None, *, activation=None, out=None, backend="numba"):
     mod = get(backend)
     x = v.batch(x, "x", contiguous=False)
     W, b = _weights_and_bias(W, b, x.shape[1], x.dtype)
-    code = activation_code(activation)
+    act = resolve_activation(activation, activation_params)
     y = _out(out, "out", (x.shape[0], W.shape[1]), x.dtype, ("x", x), ("W", W), ("b", b))
     np.matmul(x, W, out=y)
-    mod.bias_act(y, b, code)
+    act.forward(mod, y, b)
     return y
 
 
@@ -159,15 +172,23 @@ def linear_backward(dy, x, W, *, bias=True, backend="numba"):
     return dx, dW, db
 
 
-def activation(x, name, *, out=None, backend="numba"):
-    """Elementwise activation (``"identity"``, ``"relu"``, ``"sigmoid"``, ``"tanh"``) of (batch, m) ``x``."""
+def activation(x, name, *, params=None, out=None, backend="numba"):
+    """Elementwise activation of (batch, m) ``x``.
+
+    ``name``: "identity", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "gelu",
+    "gelu_tanh", "silu" or "softplus"; ``params`` the activation's parameters as a
+    dict (PyTorch's names, see :class:`fastbp.Linear`). ``out`` may be ``x`` for in place.
+    """
     mod = get(backend)
-    code = activation_code(name)
+    act = resolve_activation(name, params, argument="params")
     x = v.batch(x, "x")
     y = _out(out, "out", x.shape, x.dtype, ("x", x))
     if y is not x:
         np.copyto(y, x)
-    mod.bias_act(y, zero_bias(x.shape[1], x.dtype), code)
+    # The newer activations add -0.0, which leaves -0.0 alone (gelu(-0.0) is -0.0, as in PyTorch);
+    # identity, relu, sigmoid and tanh keep their zeros bias (-0.0 in, +0.0 out, as they always were).
+    bias = zero_bias if act.original else identity_bias
+    act.forward(mod, y, bias(x.shape[1], x.dtype))
     return y
 
 
@@ -179,18 +200,37 @@ def _upstream_and_output(dy, y):
     return dy, y
 
 
-def activation_backward(dy, y, name, *, out=None, backend="numba"):
-    """``dx`` from the upstream ``dy`` and the forward output ``y``, both (batch, m).
+def activation_backward(dy, y, name, *, x=None, params=None, out=None, backend="numba"):
+    """``dx`` from the upstream ``dy`` and the forward output ``y`` or input ``x``, all (batch, m).
 
     relu: ``dy * (y > 0)``; sigmoid: ``dy * y * (1 - y)``; tanh:
-    ``dy * (1 - y**2)``; identity: ``dy``. ``out`` may be ``dy`` for in place.
-    Derivations: docs/derivations.md, "ReLU", "Sigmoid", "Tanh".
+    ``dy * (1 - y**2)``; identity: ``dy``; leaky_relu: ``dy`` where ``y > 0``, else
+    ``negative_slope * dy``; elu: ``dy * (y + alpha)`` where ``y <= 0``, else ``dy``.
+    gelu, gelu_tanh, silu and softplus need ``x`` (their derivative is not a function of
+    ``y``: pass ``y=None``), and so do leaky_relu and elu with a negative parameter; when
+    ``x`` is given, leaky_relu and elu read it instead of ``y``. ``out`` may be ``dy``
+    for in place. Derivations: docs/derivations.md, one section per activation.
     """
     mod = get(backend)
-    code = activation_code(name)
-    dy, y = _upstream_and_output(dy, y)
-    dx = _out(out, "out", y.shape, y.dtype, ("dy", dy), ("y", y))
-    mod.act_backward(dy, y, code, dx)
+    act = resolve_activation(name, params, argument="params")
+    if y is None and (x is None or act.original):
+        raise ValueError(f"y: expected the forward output for {name!r}, got None")
+    if y is not None:
+        dy, y = _upstream_and_output(dy, y)
+    else:
+        dy = v.batch(dy, "dy")
+    if x is not None:
+        x = v.batch(x, "x")
+        v.same_dtype("dy", dy, "x", x)
+        v.same_shape("dy", dy, "x", x)
+    elif act.reads_input:
+        when = f" when {next(iter(act.params))} < 0" if act.code in (LEAKY_RELU, ELU) else ""
+        raise ValueError(
+            f"x: expected the forward input for {name!r} (y does not determine the derivative{when}), got None"
+        )
+    inputs = [(n, a) for n, a in (("dy", dy), ("y", y), ("x", x)) if a is not None]
+    dx = _out(out, "out", dy.shape, dy.dtype, *inputs)
+    act.backward(mod, dy, y, x, dx)
     return dx
 
 
@@ -231,6 +271,83 @@ def sigmoid_backward(dy, y, **kw):
 def tanh_backward(dy, y, **kw):
     """``dy * (1 - y * y)``."""
     return activation_backward(dy, y, "tanh", **kw)
+
+
+def leaky_relu(x, negative_slope=0.01, **kw):
+    """``x`` where ``x > 0``, else ``negative_slope * x`` (``torch.nn.functional.leaky_relu``). See :func:`activation`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbp import ops
+    >>> ops.leaky_relu(np.array([[-2.0, 0.0, 3.0]]), 0.1)
+    array([[-0.2,  0. ,  3. ]])
+    """
+    return activation(x, "leaky_relu", params={"negative_slope": negative_slope}, **kw)
+
+
+def leaky_relu_backward(dy, y, negative_slope=0.01, *, x=None, **kw):
+    """``dy`` where ``y > 0`` (or ``x > 0`` when ``x`` is given), else ``negative_slope * dy``.
+
+    From the output this is exact for ``negative_slope >= 0``; a negative slope needs the
+    input ``x`` (docs/derivations.md, "LeakyReLU").
+    """
+    return activation_backward(dy, y, "leaky_relu", x=x, params={"negative_slope": negative_slope}, **kw)
+
+
+def elu(x, alpha=1.0, **kw):
+    """``x`` where ``x > 0``, else ``alpha * (exp(x) - 1)`` (``torch.nn.functional.elu``). See :func:`activation`."""
+    return activation(x, "elu", params={"alpha": alpha}, **kw)
+
+
+def elu_backward(dy, y, alpha=1.0, *, x=None, **kw):
+    """``dy * (y + alpha)`` where ``y <= 0``, else ``dy``; from ``x`` when given: ``dy * alpha * exp(x)``.
+
+    A negative ``alpha`` needs ``x`` (docs/derivations.md, "ELU").
+    """
+    return activation_backward(dy, y, "elu", x=x, params={"alpha": alpha}, **kw)
+
+
+def gelu(x, approximate="none", **kw):
+    """``x * Phi(x)`` (``approximate="tanh"``: the tanh form), as ``torch.nn.functional.gelu``.
+
+    See :func:`activation`.
+    """
+    return activation(x, "gelu", params={"approximate": approximate}, **kw)
+
+
+def gelu_backward(dy, x, approximate="none", **kw):
+    """``dy * (Phi(x) + x phi(x))`` from the forward *input* ``x`` (docs/derivations.md, "GELU")."""
+    return activation_backward(dy, None, "gelu", x=x, params={"approximate": approximate}, **kw)
+
+
+def silu(x, **kw):
+    """``x * sigmoid(x)`` (``torch.nn.functional.silu``). See :func:`activation`."""
+    return activation(x, "silu", **kw)
+
+
+def silu_backward(dy, x, **kw):
+    """``dy * s * (1 + x (1 - s))``, ``s = sigmoid(x)``, from the forward *input* ``x``.
+
+    docs/derivations.md, "SiLU".
+    """
+    return activation_backward(dy, None, "silu", x=x, **kw)
+
+
+def softplus(x, beta=1.0, threshold=20.0, **kw):
+    """``log1p(exp(beta x)) / beta``, ``x`` where ``beta x > threshold`` (``torch.nn.functional.softplus``).
+
+    Never overflows. See :func:`activation`.
+    """
+    return activation(x, "softplus", params={"beta": beta, "threshold": threshold}, **kw)
+
+
+def softplus_backward(dy, x, beta=1.0, threshold=20.0, **kw):
+    """``dy * sigmoid(beta x)``, ``dy`` where ``beta x > threshold``, from the forward *input* ``x``.
+
+    docs/derivations.md, "Softplus".
+    """
+    return activation_backward(dy, None, "softplus", x=x, params={"beta": beta, "threshold": threshold}, **kw)
 
 
 def softmax(x, *, out=None, backend="numba"):

@@ -245,3 +245,37 @@ def test_progress_without_a_terminal_is_an_epoch_line_at_most_every_few_seconds(
 def test_info_through_the_console_script():
     r = run("info")
     assert r.returncode == 0 and f"fastbp {fastbp.__version__}" in r.stdout and "numba_threading_layer" in r.stdout
+
+
+def test_batchnorm_and_dropout_train_digits_to_097_and_save(tmp_path):
+    pytest.importorskip("sklearn")
+    r = run("train", "--batchnorm", "--dropout", "0.2", "--no-progress", "--out", tmp_path / "m.npz")
+    assert r.returncode == 0, r.stderr
+    assert "(batchnorm, dropout 0.2)" in r.stdout and score(r.stdout, "test", "accuracy") >= 0.97, r.stdout
+    model = fastbp.load(tmp_path / "m.npz")
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds[:5] == ["Standardize", "Linear", "BatchNorm1d", "ReLU", "Dropout"]
+    assert model[2].running_var.any()  # the running statistics were saved
+
+
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "silu", "elu", "leaky_relu", "softplus"])
+def test_layernorm_and_the_new_activations_from_the_command_line(tmp_path, activation):
+    pytest.importorskip("sklearn")
+    args = ["train", "--layernorm", "--activation", activation, "--epochs", "3", "--no-progress"]
+    r = run(*args, "--out", tmp_path / "m.npz")
+    assert r.returncode == 0, r.stderr
+    assert score(r.stdout, "test", "accuracy") > 0.8, r.stdout
+    assert "LayerNorm" in [type(layer).__name__ for layer in fastbp.load(tmp_path / "m.npz").layers]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dropout", "1"], "argument --dropout: expected a number in [0, 1), got 1"),
+        (["--batchnorm", "--layernorm"], "not allowed with argument"),
+        (["--activation", "swish"], "argument --activation: invalid choice"),
+    ],
+)
+def test_layer_kit_arguments_are_checked(args, message):
+    r = run("train", *args)
+    assert r.returncode == 2 and r.stdout == "" and message in r.stderr

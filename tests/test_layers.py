@@ -236,4 +236,4 @@ def test_from_weights_rejects_what_it_cannot_update_in_place(rng):
     with pytest.raises(TypeError, match="b: expected dtype float32"):
         fastbp.Linear.from_weights(W, np.zeros(3, np.float64))
     with pytest.raises(ValueError, match="activation"):
-        fastbp.Linear.from_weights(W, activation="gelu")
+        fastbp.Linear.from_weights(W, activation="swish")

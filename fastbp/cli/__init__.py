@@ -12,7 +12,7 @@ import sys
 
 from . import checks as c
 
-ACTIVATIONS = ["relu", "tanh", "sigmoid"]
+ACTIVATIONS = ["relu", "tanh", "sigmoid", "leaky_relu", "elu", "gelu", "gelu_tanh", "silu", "softplus"]
 
 
 def cmd_bench(args) -> int:
@@ -68,6 +68,16 @@ def _train_parser(sub):
     )
     tr.add_argument("--hidden", type=c.hidden_sizes, default=[128, 64], help="hidden layer sizes (default: 128,64)")
     tr.add_argument("--activation", default="relu", choices=ACTIVATIONS, help="default: %(default)s")
+    norm = tr.add_mutually_exclusive_group()
+    norm.add_argument("--batchnorm", action="store_true", help="BatchNorm1d after each hidden Linear (default: off)")
+    norm.add_argument("--layernorm", action="store_true", help="LayerNorm after each hidden Linear (default: off)")
+    tr.add_argument(
+        "--dropout",
+        type=c.unit_fraction,
+        default=0.0,
+        metavar="P",
+        help="dropout probability after each hidden activation (default: 0, none)",
+    )
     tr.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"], help="default: %(default)s")
     tr.add_argument("--lr", type=c.positive_float, default=2e-3, help="learning rate (default: %(default)s)")
     tr.add_argument("--epochs", type=c.positive_int, default=40, help="default: %(default)s")

@@ -47,6 +47,17 @@ def open_fraction(text: str) -> float:
     return x
 
 
+def unit_fraction(text: str) -> float:
+    """A probability: 0 <= p < 1."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= x < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
+    return x
+
+
 def hidden_sizes(text: str) -> list[int]:
     try:
         sizes = [int(s) for s in text.split(",") if s.strip()]

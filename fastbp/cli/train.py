@@ -48,16 +48,50 @@ def _describe_task(task, why, classes):
     return f"task: classification, {len(classes)} classes: {shown} ({why}; --task regression to change)"
 
 
-def _build(args, sizes, dtype, X_tr):
+def _activation_layer(name):
     import fastbp
 
-    front = [fastbp.Standardize.from_data(X_tr, dtype=dtype)] if args.standardize else []
+    if name == "gelu_tanh":
+        return fastbp.GELU(approximate="tanh")
+    classes = {
+        "relu": fastbp.ReLU,
+        "tanh": fastbp.Tanh,
+        "sigmoid": fastbp.Sigmoid,
+        "leaky_relu": fastbp.LeakyReLU,
+        "elu": fastbp.ELU,
+        "gelu": fastbp.GELU,
+        "silu": fastbp.SiLU,
+        "softplus": fastbp.Softplus,
+    }
+    return classes[name]()
+
+
+def _build(args, sizes, dtype, X_tr):
+    """``[Standardize] + (Linear [-> norm -> activation] [-> Dropout]) per hidden layer + Linear``.
+
+    Without a norm the activation is fused into its Linear; with one it must
+    follow the norm, so it is a layer of its own.
+    """
+    import fastbp
+
+    layers = [fastbp.Standardize.from_data(X_tr, dtype=dtype)] if args.standardize else []
+    norm = fastbp.BatchNorm1d if args.batchnorm else fastbp.LayerNorm if args.layernorm else None
     last = len(sizes) - 2
-    linears = [
-        fastbp.Linear(a, b, activation=args.activation if i < last else None, dtype=dtype, seed=args.seed + i)
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
-    ]
-    return fastbp.Sequential(*front, *linears)
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        hidden = i < last
+        fused = args.activation if hidden and norm is None else None
+        layers.append(fastbp.Linear(a, b, activation=fused, dtype=dtype, seed=args.seed + i))
+        if hidden and norm is not None:
+            layers += [norm(b, dtype=dtype), _activation_layer(args.activation)]
+        if hidden and args.dropout:
+            layers.append(fastbp.Dropout(args.dropout, seed=args.seed + i))
+    return fastbp.Sequential(*layers)
+
+
+def _describe_model(args, sizes, dtype):
+    extras = ["batchnorm"] if args.batchnorm else ["layernorm"] if args.layernorm else []
+    extras += [f"dropout {args.dropout}"] if args.dropout else []
+    return f"{'-'.join(map(str, sizes))} {args.activation}" + (f" ({', '.join(extras)})" if extras else "")
 
 
 def _scores(model, X, y, classes, loss):
@@ -107,7 +141,7 @@ def cmd_train(args) -> int:
     )
     print(f"split: {len(X_tr)} train rows, {len(X_te)} test rows (--test-size {args.test_size}, --seed {args.seed})")
     print(
-        f"model: {'-'.join(map(str, sizes))} {args.activation}, {dtype}, {args.optimizer} lr={args.lr}, "
+        f"model: {_describe_model(args, sizes, dtype)}, {dtype}, {args.optimizer} lr={args.lr}, "
         f"batch {args.batch_size}, {args.epochs} epochs, {fastbp.get_num_threads()} threads"
     )
     meta = {"task": task, "feature_names": names, "target": args.target, "standardized": args.standardize}

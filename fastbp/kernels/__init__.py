@@ -5,10 +5,12 @@ Every kernel here has a plain-numpy twin of the same name and signature in
 runs: numba does not bounds-check.
 """
 
-from ..jit import IDENTITY, RELU, SIGMOID, TANH
+from ..jit import ELU, GELU, GELU_TANH, IDENTITY, LEAKY_RELU, RELU, SIGMOID, SILU, SOFTPLUS, TANH
 from .activations import (
     act_backward,
+    act_backward_param,
     bias_act,
+    bias_act_param,
     softmax_backward,
     softmax_forward,
 )
@@ -33,8 +35,16 @@ __all__ = [
     "RELU",
     "SIGMOID",
     "TANH",
+    "LEAKY_RELU",
+    "ELU",
+    "GELU",
+    "GELU_TANH",
+    "SILU",
+    "SOFTPLUS",
     "bias_act",
     "act_backward",
+    "bias_act_param",
+    "act_backward_param",
     "softmax_forward",
     "softmax_backward",
     "bias_grad",

@@ -4,7 +4,7 @@
 the parameter-free activation layers and Softmax, ``scaling.py``
 :class:`Standardize`."""
 
-from .activations import Identity, ReLU, Sigmoid, Softmax, Tanh
+from .activations import ELU, GELU, Identity, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
 from .base import Layer
 from .dropout import Dropout
 from .linear import Linear
@@ -23,4 +23,9 @@ __all__ = [
     "Dropout",
     "BatchNorm1d",
     "LayerNorm",
+    "LeakyReLU",
+    "ELU",
+    "GELU",
+    "SiLU",
+    "Softplus",
 ]
