@@ -333,7 +333,8 @@ def test_float16_and_longdouble_are_refused_naming_the_argument(fn_name, path, d
 def test_arrays_with_a_given_dtype_are_converted(path, seed, n, k, bad):
     """Where fastbp chooses the dtype (a layer's, or the logits' for targets and weights), other floats convert.
 
-    The result must be bitwise that of the call on the arrays converted by hand (the same ``astype``).
+    The result must be bitwise that of the call on the arrays converted by hand (the same ``astype``),
+    except the loss values, reductions compared within one rounding per term.
     """
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (n, k)).astype(bad)
@@ -347,9 +348,14 @@ def test_arrays_with_a_given_dtype_are_converted(path, seed, n, k, bad):
         z = rng.uniform(-1, 1, (n, k)).astype(np.float32)
         got = ops.softmax_cross_entropy(z, q, weight=w, backend=be)
         want = ops.softmax_cross_entropy(z, q.astype(np.float32), weight=w.astype(np.float32), backend=be)
-        assert got[0] == want[0]
+        assert abs(got[0] - want[0]) <= n * k * np.finfo(np.float32).eps * abs(want[0])
         np.testing.assert_array_equal(got[1], want[1])
-        assert ops.mse_loss(z, t, backend=be)[0] == ops.mse_loss(z, t.astype(np.float32), backend=be)[0]
+        # A loss value is a reduction: the parallel build's partial sums may group differently
+        # from one call to the next (seen about once in three full runs on the parallel path),
+        # so it is compared within one rounding per term, not bitwise.
+        got_mse = ops.mse_loss(z, t, backend=be)[0]
+        want_mse = ops.mse_loss(z, t.astype(np.float32), backend=be)[0]
+        assert abs(got_mse - want_mse) <= n * k * np.finfo(np.float32).eps * abs(want_mse)
 
 
 # -- probability rows of any width -------------------------------------------------------------
