@@ -17,19 +17,45 @@ from .. import kernels as K
 from .. import reference as R
 from ..threads import get_num_threads
 from ..version import __version__
+from .mlp import DROPOUT_P, REGULARIZED, SGD_MOMENTUM
 from .runner import measure, torch_available
 from .sklearn_fit import format_row
 from .timing import MAX_REL_IQR, interleaved
 from .torch_mlp import step_flops
 
 MLPS = {"784-512-256-10": [784, 512, 256, 10], "1024-2048-2048-10": [1024, 2048, 2048, 10]}
-QUICK = dict(mlps=["784-512-256-10"], batches=[32, 256, 1024], optimizers=["sgd", "adam"], dtypes=["float32"], rounds=6)
+# A plan's "regularized" entry: the MLPs measured again with each hidden Linear followed by
+# BatchNorm1d, ReLU and Dropout(dropout) as separate layers, SGD with momentum sgd_momentum
+# (fastbp.bench.mlp.make_regularized_problem); rows named "<sizes> bn+drop". Same rounds.
+QUICK = dict(
+    mlps=["784-512-256-10"],
+    batches=[32, 256, 1024],
+    optimizers=["sgd", "adam"],
+    dtypes=["float32"],
+    rounds=6,
+    regularized=dict(
+        mlps=["784-512-256-10"],
+        batches=[32, 256],
+        optimizers=["sgd"],
+        dtypes=["float32"],
+        sgd_momentum=SGD_MOMENTUM,
+        dropout=DROPOUT_P,
+    ),
+)
 FULL = dict(
     mlps=list(MLPS),
     batches=[16, 32, 64, 128, 256, 512, 1024],
     optimizers=["sgd", "adam"],
     dtypes=["float32", "float64"],
     rounds=8,
+    regularized=dict(
+        mlps=["784-512-256-10"],
+        batches=[16, 32, 64, 128, 256, 512, 1024],
+        optimizers=["sgd", "adam"],
+        dtypes=["float32", "float64"],
+        sgd_momentum=SGD_MOMENTUM,
+        dropout=DROPOUT_P,
+    ),
 )
 
 
@@ -38,14 +64,14 @@ def _sizes(mlp):
     return MLPS[mlp] if isinstance(mlp, str) else [int(v) for v in mlp]
 
 
-def step_table(plan, *, threads=None, log=None):
-    """One row per config: medians in ms, their IQRs, GFLOP/s and the ratios of medians.
+def _mlp_name(cfg):
+    """The step table's MLP column: the sizes, and " bn+drop" for the regularized MLP."""
+    name = "-".join(map(str, cfg["sizes"]))
+    return f"{name} {REGULARIZED}" if cfg.get("model") == REGULARIZED else name
 
-    A row whose sides still spread too widely after the reruns (see
-    :func:`fastbp.bench.timing.settle`) lists them in ``unstable`` and its
-    ratios are None. ``log(line)`` gets one progress message per event.
-    """
-    impls = ["fastbp", "numpy", "floor"] + (["torch"] if torch_available() else [])
+
+def plan_configs(plan):
+    """The configs a plan measures: its MLPs, then those of its ``"regularized"`` entry, if any."""
     configs = [
         dict(sizes=_sizes(m), batch=b, optimizer=o, dtype=d)
         for m in plan["mlps"]
@@ -53,12 +79,44 @@ def step_table(plan, *, threads=None, log=None):
         for o in plan["optimizers"]
         for b in plan["batches"]
     ]
+    reg = plan.get("regularized")
+    if reg:
+        momentum = float(reg.get("sgd_momentum", SGD_MOMENTUM))
+        configs += [
+            dict(
+                sizes=_sizes(m),
+                batch=b,
+                optimizer=o,
+                dtype=d,
+                model=REGULARIZED,
+                momentum=momentum if o == "sgd" else 0.0,
+                dropout=float(reg.get("dropout", DROPOUT_P)),
+            )
+            for m in reg["mlps"]
+            for d in reg["dtypes"]
+            for o in reg["optimizers"]
+            for b in reg["batches"]
+        ]
+    return configs
+
+
+def step_table(plan, *, threads=None, log=None):
+    """One row per config: medians in ms, their IQRs, GFLOP/s and the ratios of medians.
+
+    The plan's ``"regularized"`` entry, if any, adds rows whose ``mlp`` is
+    ``"<sizes> bn+drop"`` (and whose ``model`` is ``"bn+drop"``; the others' is
+    ``"mlp"``). A row whose sides still spread too widely after the reruns (see
+    :func:`fastbp.bench.timing.settle`) lists them in ``unstable`` and its
+    ratios are None. ``log(line)`` gets one progress message per event.
+    """
+    impls = ["fastbp", "numpy", "floor"] + (["torch"] if torch_available() else [])
+    configs = plan_configs(plan)
     done = []
 
     def progress(cfg, rerun=None):
         if not log:
             return
-        name = f"{'-'.join(map(str, cfg['sizes']))} {cfg['dtype']} {cfg['optimizer']} batch {cfg['batch']}"
+        name = f"{_mlp_name(cfg)} {cfg['dtype']} {cfg['optimizer']} batch {cfg['batch']}"
         if rerun:
             spread = ", ".join(f"{k} {v:.0%}" for k, v in rerun.items())
             log(f"{name}: IQR/median {spread}, measuring again")
@@ -78,18 +136,22 @@ def step_table(plan, *, threads=None, log=None):
     )
     rows = {}
     for r in results:
-        key = ("-".join(map(str, r["sizes"])), r["dtype"], r["optimizer"], r["batch"])
+        key = (_mlp_name(r), r["dtype"], r["optimizer"], r["batch"])
         rows.setdefault(key, {})[r["impl"]] = r
     table = []
     for (mlp, dtype, opt, batch), by in rows.items():
         fb = by["fastbp"]["median"]
+        cfg = by["fastbp"]
         row = {
             "mlp": mlp,
             "dtype": dtype,
             "optimizer": opt,
             "batch": batch,
-            "gflops": step_flops(by["fastbp"]["sizes"], batch) / fb / 1e9,
+            "model": cfg.get("model", "mlp"),
+            "gflops": step_flops(cfg["sizes"], batch) / fb / 1e9,
         }
+        if row["model"] == REGULARIZED:
+            row["momentum"], row["dropout"] = cfg["momentum"], cfg["dropout"]
         for impl, r in by.items():
             row[f"{impl}_ms"] = r["median"] * 1e3
             row[f"{impl}_iqr_ms"] = r["iqr"] * 1e3
@@ -119,8 +181,9 @@ def print_step_table(table, out=print, max_rel_iqr=MAX_REL_IQR):
     Ends with a one-line warning naming the unstable points, if any.
     """
     torch = any("torch_ms" in r for r in table)
+    w = max([18] + [len(r["mlp"]) for r in table])
     out(
-        f"{'MLP':18s} {'dtype':7s} {'opt':4s} {'batch':>5s} {'fastbp ms':>9s} {'iqr':>4s} {'GFLOP/s':>7s} "
+        f"{'MLP':{w}s} {'dtype':7s} {'opt':4s} {'batch':>5s} {'fastbp ms':>9s} {'iqr':>4s} {'GFLOP/s':>7s} "
         f"{'numpy ms':>9s} {'iqr':>4s} {'x numpy':>7s}"
         + (f" {'torch ms':>9s} {'iqr':>4s} {'x torch':>7s}" if torch else "")
         + f" {'/floor':>6s}"
@@ -131,7 +194,7 @@ def print_step_table(table, out=print, max_rel_iqr=MAX_REL_IQR):
 
     for r in table:
         line = (
-            f"{r['mlp']:18s} {r['dtype']:7s} {r['optimizer']:4s} {r['batch']:5d} {r['fastbp_ms']:9.2f} "
+            f"{r['mlp']:{w}s} {r['dtype']:7s} {r['optimizer']:4s} {r['batch']:5d} {r['fastbp_ms']:9.2f} "
             f"{_spread(r, 'fastbp')} {r['gflops']:7.1f} {r['numpy_ms']:9.2f} {_spread(r, 'numpy')} "
             f"{ratio(r, 'speedup_vs_numpy', 7)}"
         )
@@ -288,14 +351,19 @@ def plot(table, path):
                     ax.plot([r["batch"] for r in rows], y, style, color=colours[opt], label=f"vs {name}, {opt}")
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_xscale("log", base=2)
-        ax.set_title(f"MLP {mlp}, {dtype}", fontsize=10)
+        momenta = {r["momentum"] for r in table if r["mlp"] == mlp and r.get("momentum")}
+        sgd_note = f", SGD momentum {momenta.pop():g}" if len(momenta) == 1 else ""
+        ax.set_title(f"MLP {mlp}, {dtype}{sgd_note}", fontsize=10)
         ax.set_xlabel("batch size")
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
         ax.set_ylabel("step speed-up (x)")
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
-    axes.flat[0].legend(fontsize=8)
+    for ax in axes.flat:  # the first panel with a curve (a panel whose points are all unstable has none)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+            break
     fig.suptitle(chart_title(table, width=int(10 * 5.2 * cols)), fontsize=11)  # ~10 characters per inch
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -361,6 +429,11 @@ def run(
         "threads": threads or get_num_threads(),
         "cpu_count": os.cpu_count(),
         "plan": plan,
+        "models": {
+            "mlp": "Linear layers with the ReLU fused (Linear(..., activation='relu')); SGD without momentum",
+            REGULARIZED: "each hidden Linear followed by BatchNorm1d, ReLU and Dropout(dropout) as separate "
+            "layers; SGD with momentum (the plan's regularized sgd_momentum)",
+        },
         "method": "each implementation family in its own process, taking turns in blocks of steps, "
         "the order rotating every round; medians and interquartile ranges over all steps; warm-up excluded; "
         "ratios are of medians from the same run",

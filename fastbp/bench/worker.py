@@ -13,11 +13,15 @@ The exchange is strictly one request, then one answer, on stdin/stdout:
 - request: the config's keys plus ``impl`` and ``steps``, e.g.
   ``{"sizes": [784, 512, 256, 10], "batch": 256, "optimizer": "sgd"|"adam",
   "dtype": "float32", "impl": "fastbp"|"numpy"|"floor"|"torch", "steps": 8}``.
-  ``dtype`` is any numpy dtype name; other keys are ignored.
+  ``dtype`` is any numpy dtype name. Optional keys: ``"model"``, ``"mlp"`` (the
+  default: :func:`fastbp.bench.mlp.make_problem`) or ``"bn+drop"`` (the
+  regularized MLP of :func:`fastbp.bench.mlp.make_regularized_problem`, with
+  ``"dropout"``, its dropout probability, default 0.2); ``"momentum"``, of SGD
+  (default 0). Other keys are ignored.
 - answer: ``{"times": [seconds of each of the steps], "warmup": seconds or null}``.
   The step function is built once per process for each (impl, sizes, batch,
-  optimizer, dtype): the first request for it builds the problem
-  (:func:`fastbp.bench.mlp.make_problem`, ``seed=0``) and the step, runs 3 warm-up
+  optimizer, dtype, model, momentum, dropout): the first request for it builds the problem
+  (``seed=0``) and the step, runs 3 warm-up
   steps (numba compilation, buffers, torch's first-call setup) and then more for
   0.1 s (allocator and caches settle), and reports the time of all that as
   ``warmup``; later requests reuse the same step function (its weights keep
@@ -40,23 +44,43 @@ import time
 import numpy as np
 
 from ..threads import set_num_threads
-from .mlp import BlasFloor, FastbpStep, NumpyMLP, make_problem
-from .torch_mlp import TorchMLP
+from .mlp import (
+    DROPOUT_P,
+    REGULARIZED,
+    BlasFloor,
+    FastbpStep,
+    NumpyMLP,
+    NumpyRegularizedMLP,
+    make_problem,
+    make_regularized_problem,
+)
+from .torch_mlp import TorchMLP, TorchRegularizedMLP
 
 WARMUP_STEPS, WARMUP_S = 3, 0.1
+# The optional keys of a request, with their defaults; they are part of the step's identity.
+DEFAULTS = {"model": "mlp", "momentum": 0.0, "dropout": DROPOUT_P}
 
 
 def _build(spec):
-    model, x, y = make_problem(tuple(spec["sizes"]), spec["batch"], np.dtype(spec["dtype"]), seed=0)
-    impl, opt = spec["impl"], spec["optimizer"]
+    spec = {**DEFAULTS, **spec}
+    kind, impl, opt, mom = spec["model"], spec["impl"], spec["optimizer"], float(spec["momentum"])
+    args = (tuple(spec["sizes"]), spec["batch"], np.dtype(spec["dtype"]))
+    if kind == "mlp":
+        model, x, y = make_problem(*args, seed=0)
+        numpy_step, torch_step = NumpyMLP, TorchMLP
+    elif kind == REGULARIZED:
+        model, x, y = make_regularized_problem(*args, seed=0, p=float(spec["dropout"]))
+        numpy_step, torch_step = NumpyRegularizedMLP, TorchRegularizedMLP
+    else:
+        raise ValueError(f"model: unknown {kind!r} (expected 'mlp' or {REGULARIZED!r})")
     if impl == "fastbp":
-        return FastbpStep(model, x, y, opt).step
+        return FastbpStep(model, x, y, opt, momentum=mom).step
     if impl == "numpy":
-        return NumpyMLP(model, x, y, opt).step
+        return numpy_step(model, x, y, opt, momentum=mom).step
     if impl == "floor":
         return BlasFloor(model, x).step
     if impl == "torch":
-        return TorchMLP(model, x, y, opt).step
+        return torch_step(model, x, y, opt, momentum=mom).step
     raise ValueError(f"impl: unknown {impl!r}")
 
 
@@ -66,7 +90,9 @@ def main() -> int:
     steps_cache = {}
     for line in sys.stdin:
         spec = json.loads(line)
-        key = json.dumps({k: spec[k] for k in ("impl", "sizes", "batch", "optimizer", "dtype")}, sort_keys=True)
+        ident = {**DEFAULTS, **spec}
+        keys = ("impl", "sizes", "batch", "optimizer", "dtype", *DEFAULTS)
+        key = json.dumps({k: ident[k] for k in keys}, sort_keys=True)
         warm = None
         if key not in steps_cache:
             t0 = time.perf_counter()

@@ -1,0 +1,229 @@
+"""The regularized MLP's training step: ratios to the matmul floor, numpy and PyTorch, and a per-layer profile.
+
+MLP 784-512-256-10 with each hidden Linear followed by BatchNorm1d, ReLU and
+Dropout(0.2) as separate layers (``fastbp.bench.mlp.make_regularized_problem``),
+softmax cross-entropy, SGD with momentum 0.9 or Adam.
+
+    python benchmarks/regularized_step.py                  # the ratio table: batch 32, 256, 1024, float32, SGD and Adam
+    python benchmarks/regularized_step.py --profile        # where fastbp's step time goes, layer by layer, at batch 256
+
+The table comes from the ``fastbp bench`` machinery (``fastbp.bench.report.step_table``):
+every side in a worker process, taking turns, medians, unstable points flagged
+and measured again. Only its ratios mean anything on a busy machine.
+
+The profile runs in this process: ``time.perf_counter`` around each layer's
+``forward`` and ``backward``, the loss and the optimizer step, over many steps,
+interleaved with the BLAS floor timed matmul by matmul and with one read+write
+pass (``np.copyto``) over each activation shape; medians. "above floor" is a
+part's time minus its matmuls' time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from fastbp.bench.mlp import SGD_MOMENTUM, BlasFloor, FastbpStep, make_problem, make_regularized_problem
+from fastbp.bench.report import print_step_table, step_table
+from fastbp.layers import Dropout, Linear, ReLU
+from fastbp.layers.norm import BatchNorm1d
+from fastbp.threads import threading_info
+
+SIZES = (784, 512, 256, 10)
+
+
+def table(batches, optimizers, dtypes, rounds, json_path=None):
+    plan = dict(
+        mlps=[],  # only the regularized MLP
+        batches=batches,
+        optimizers=optimizers,
+        dtypes=dtypes,
+        rounds=rounds,
+        regularized=dict(mlps=[list(SIZES)], batches=batches, optimizers=optimizers, dtypes=dtypes),
+    )
+    rows = step_table(plan, log=lambda msg: print(msg, flush=True))
+    print_step_table(rows)
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump({"plan": plan, "threading": threading_info(), "steps": rows}, fh, indent=2)
+        print(f"wrote {json_path}")
+    return rows
+
+
+def _name(layer):
+    if isinstance(layer, Linear):
+        return f"Linear {layer.in_features}-{layer.out_features}"
+    if isinstance(layer, BatchNorm1d):
+        return f"BatchNorm1d({layer.num_features})"
+    if isinstance(layer, ReLU):
+        return "ReLU"
+    if isinstance(layer, Dropout):
+        return f"Dropout({layer.p})"
+    return type(layer).__name__
+
+
+def profile(batch=256, optimizer="sgd", dtype="float32", steps=400, warmup=30):
+    """Median ms per part of fastbp's regularized step, next to the matmuls of the same layers."""
+    momentum = SGD_MOMENTUM if optimizer == "sgd" else 0.0
+    model, x, y = make_regularized_problem(SIZES, batch, np.dtype(dtype))
+    fb = FastbpStep(model, x, y, optimizer, momentum=momentum)
+    floor = BlasFloor(model, x)
+    plain_model, px, py = make_problem(SIZES, batch, np.dtype(dtype))
+    plain = FastbpStep(plain_model, px, py, optimizer, momentum=momentum)
+    layers = model.layers
+    need, needed = [], False  # as Sequential.backward: no dx for the first layer
+    for layer in layers:
+        need.append(needed)
+        needed = needed or bool(layer.parameters())
+    n_lin = len(floor.Ws)
+    shapes = sorted({(batch, w) for w in SIZES[1:-1]})
+    src = {s: np.ones(s, dtype) for s in shapes}
+    dst = {s: np.empty(s, dtype) for s in shapes}
+    t = {}
+
+    def add(key, dt):
+        t.setdefault(key, []).append(dt)
+
+    pc = time.perf_counter
+    for s in range(warmup + steps):
+        rec = s >= warmup
+        # fastbp, layer by layer (the very calls FastbpStep.step makes)
+        h = x
+        for i, layer in enumerate(layers):
+            t0 = pc()
+            h = layer.forward(h)
+            t1 = pc()
+            if rec:
+                add(("fwd", i), t1 - t0)
+        t0 = pc()
+        fb.loss.forward(h, y)
+        dy = fb.loss.backward()
+        t1 = pc()
+        for i in range(len(layers) - 1, -1, -1):
+            t2 = pc()
+            dy = layers[i].backward(dy, need_dx=need[i])
+            t3 = pc()
+            if rec:
+                add(("bwd", i), t3 - t2)
+        t4 = pc()
+        fb.opt.step()
+        t5 = pc()
+        if rec:
+            add(("loss",), t1 - t0)
+            add(("opt",), t5 - t4)
+        # the floor, matmul by matmul
+        hh = floor.x
+        for i, (W, out) in enumerate(zip(floor.Ws, floor.h)):
+            t0 = pc()
+            np.matmul(hh, W, out=out)
+            t1 = pc()
+            hh = out
+            if rec:
+                add(("mm_fwd", i), t1 - t0)
+        d = floor.h[-1]
+        for i in reversed(range(n_lin)):
+            t0 = pc()
+            np.matmul(floor.x.T if i == 0 else floor.h[i - 1].T, d, out=floor.gW[i])
+            t1 = pc()
+            if i:
+                np.matmul(d, floor.Ws[i].T, out=floor.dx[i])
+                d = floor.h[i - 1]
+            t2 = pc()
+            if rec:
+                add(("mm_bwd", i), t2 - t0)
+        # whole steps, uninstrumented, and one memory pass per activation shape
+        for key, fn in (("step",), fb.step), (("floor",), floor.step), (("plain",), plain.step):
+            t0 = pc()
+            fn()
+            t1 = pc()
+            if rec:
+                add(key, t1 - t0)
+        for shape in shapes:
+            t0 = pc()
+            np.copyto(dst[shape], src[shape])
+            t1 = pc()
+            if rec:
+                add(("copy", shape), t1 - t0)
+    med = {k: float(np.median(v)) * 1e3 for k, v in t.items()}
+
+    lin_index = {}
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Linear):
+            lin_index[i] = len(lin_index)
+    rows = []
+    for i, layer in enumerate(layers):
+        mm_f = mm_b = 0.0
+        if i in lin_index:
+            mm_f, mm_b = med[("mm_fwd", lin_index[i])], med[("mm_bwd", lin_index[i])]
+        width = getattr(layer, "out_features", None) or getattr(layer, "num_features", None)
+        if width is None:  # ReLU, Dropout: the width of what they get
+            width = next(layers[k].out_features for k in range(i, -1, -1) if isinstance(layers[k], Linear))
+        rows.append(
+            dict(
+                part=f"{i} {_name(layer)}",
+                fwd=med[("fwd", i)],
+                bwd=med[("bwd", i)],
+                mm_fwd=mm_f,
+                mm_bwd=mm_b,
+                copy=med.get(("copy", (batch, width))),
+            )
+        )
+    for part, key in (("loss (softmax-xent fwd+bwd)", "loss"), (f"optimizer step ({optimizer})", "opt")):
+        rows.append(dict(part=part, fwd=med[(key,)], bwd=0.0, mm_fwd=0.0, mm_bwd=0.0, copy=None))
+    return rows, med
+
+
+def print_profile(rows, med, batch, optimizer, dtype):
+    print(f"fastbp regularized step, batch {batch}, {dtype}, {optimizer}: median ms per part")
+    print(
+        f"{'part':28s} {'fwd':>6s} {'of it':>6s} {'bwd':>6s} {'of it':>6s} {'total':>6s} {'above':>6s} "
+        f"{'share':>5s} {'passes':>6s}"
+    )
+    print(f"{'':28s} {'':6s} {'matmul':>6s} {'':6s} {'matmul':>6s} {'':6s} {'floor':>6s}")
+    above_all = sum(r["fwd"] + r["bwd"] - r["mm_fwd"] - r["mm_bwd"] for r in rows)
+    for r in rows:
+        tot = r["fwd"] + r["bwd"]
+        above = tot - r["mm_fwd"] - r["mm_bwd"]
+        # "passes": the time above the matmuls in units of one read+write pass over the part's activations.
+        passes = f"{above / r['copy']:6.1f}" if r["copy"] else ""
+        print(
+            f"{r['part']:28s} {r['fwd']:6.3f} {r['mm_fwd']:6.3f} {r['bwd']:6.3f} {r['mm_bwd']:6.3f} {tot:6.3f} "
+            f"{above:6.3f} {above / above_all:5.0%} {passes}"
+        )
+    total = sum(r["fwd"] + r["bwd"] for r in rows)
+    mm = sum(r["mm_fwd"] + r["mm_bwd"] for r in rows)
+    print(f"{'sum of parts':28s} {'':6s} {'':6s} {'':6s} {mm:6.3f} {total:6.3f} {above_all:6.3f}")
+    print(
+        f"whole step (uninstrumented) {med[('step',)]:.3f} ms; BLAS floor step {med[('floor',)]:.3f} ms "
+        f"(ratio {med[('step',)] / med[('floor',)]:.2f}); plain MLP step (fused ReLU, no norm or dropout, "
+        f"same optimizer) {med[('plain',)]:.3f} ms"
+    )
+    copies = ", ".join(f"{k[1][0]}x{k[1][1]} {v:.3f} ms" for k, v in med.items() if k[0] == "copy")
+    print(f"one read+write pass (np.copyto): {copies}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", action="store_true", help="per-layer profile instead of the ratio table")
+    ap.add_argument("--batches", type=int, nargs="+", default=[32, 256, 1024])
+    ap.add_argument("--optimizers", nargs="+", default=["sgd", "adam"], choices=["sgd", "adam"])
+    ap.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "float64"])
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--json", default=None, help="write the table as JSON here")
+    ap.add_argument("--batch", type=int, default=256, help="the profile's batch")
+    ap.add_argument("--steps", type=int, default=400, help="the profile's steps")
+    args = ap.parse_args(argv)
+    if args.profile:
+        for opt in args.optimizers:
+            rows, med = profile(args.batch, opt, args.dtypes[0], args.steps)
+            print_profile(rows, med, args.batch, opt, args.dtypes[0])
+            print()
+    else:
+        table(args.batches, args.optimizers, args.dtypes, args.rounds, args.json)
+
+
+if __name__ == "__main__":
+    main()
