@@ -42,6 +42,8 @@ class Sequential:
             raise TypeError(f"layers: expected one dtype for all layers, got {sorted(str(d) for d in dtypes)}")
         self.layers = list(layers)
         self.dtype = dtypes.pop() if dtypes else None
+        # backward skips every dx at or before this layer: found once, not every step
+        self._first_with_params = next((i for i, layer in enumerate(layers) if layer.parameters()), len(layers))
         self.metadata: dict = {}  # saved with the model (class names, feature names ...)
 
     def forward(self, x):
@@ -61,14 +63,11 @@ class Sequential:
         and those of layers behind parameter-free ones. That is what training
         wants, so the obvious loop is the fast one.
         """
-        needed = input_grad
-        need = []
-        for layer in self.layers:  # layer i needs dx when something before it wants a gradient
-            need.append(needed)
-            needed = needed or bool(layer.parameters())
+        # Layer i needs dx when a layer before it has parameters (or the caller wants dx).
+        first = -1 if input_grad else self._first_with_params
         for i in range(len(self.layers) - 1, -1, -1):
-            dy = self.layers[i].backward(dy, need_dx=need[i])
-            if not need[i]:
+            dy = self.layers[i].backward(dy, need_dx=i > first)
+            if i <= first:
                 return None
         return dy
 

@@ -7,55 +7,36 @@ import math
 import os
 
 
-def positive_int(text: str) -> int:
+def _number(text: str, parse, ok, expected: str):
+    """``parse(text)`` if it parses and ``ok`` holds, else an argparse error "expected <expected>, got ..."."""
     try:
-        n = int(text)
+        value = parse(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
-    return n
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, lambda n: n >= 1, "a positive integer")
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {n}")
-    return n
+    return _number(text, int, lambda n: n >= 0, "a non-negative integer")
 
 
 def positive_float(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(x) and x > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
-    return x
+    return _number(text, float, lambda x: math.isfinite(x) and x > 0, "a positive finite number")
 
 
 def open_fraction(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
-    if not 0 < x < 1:
-        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {text}")
-    return x
+    return _number(text, float, lambda x: 0 < x < 1, "a number strictly between 0 and 1")
 
 
 def unit_fraction(text: str) -> float:
     """A probability: 0 <= p < 1."""
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0 <= x < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
-    return x
+    return _number(text, float, lambda x: 0 <= x < 1, "a number in [0, 1)")
 
 
 def hidden_sizes(text: str) -> list[int]:
