@@ -25,3 +25,8 @@ class BufferPool:
                 self._arrays.clear()
             a = self._arrays[k] = np.empty(shape, dtype)
         return a
+
+    def holds(self, x: np.ndarray) -> bool:
+        """Whether ``x`` is one of these arrays or a view of one (what a forward may overwrite)."""
+        owner = x if x.base is None else x.base  # numpy points a view of a view at the owner
+        return any(owner is a for a in self._arrays.values())

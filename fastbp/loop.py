@@ -70,7 +70,8 @@ def defer_interrupts():
     """Hold Ctrl-C until the current step has finished, so no update is half applied.
 
     Yields a function that says whether Ctrl-C was pressed; a second Ctrl-C
-    stops waiting. Outside the main thread signals cannot be handled, and where
+    stops waiting. A Ctrl-C still pending when the body ends normally is
+    raised then, as a KeyboardInterrupt. Outside the main thread signals cannot be handled, and where
     SIGINT is ignored (``nohup``, a background job) it stays ignored; in both
     cases the function always says no.
     """
@@ -92,3 +93,6 @@ def defer_interrupts():
         yield lambda: bool(pending)
     finally:
         signal.signal(signal.SIGINT, previous)
+    # Reached only when the body ended normally: a Ctrl-C it did not act on is never swallowed.
+    if pending:
+        raise KeyboardInterrupt

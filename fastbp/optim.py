@@ -105,13 +105,15 @@ class Optimizer:
     # -- flat views ----------------------------------------------------------
     def _views(self):
         # Flat views, made once: kernels walk 1-D arrays and a step allocates nothing.
-        self._src = [p.data for p in self.params]
+        self._src = [(p.data, p.grad) for p in self.params]
         self._flat = [(p.data.reshape(-1), p.grad.reshape(-1)) for p in self.params]
         self._flat_state = {n: [a.reshape(-1) for a in arrs] for n, arrs in self.state.items()}
 
     def _check_views(self):
-        for p, src in zip(self.params, self._src):
-            if p.data is not src:  # someone rebound p.data: follow it rather than update a stale array
+        for p, (data, grad) in zip(self.params, self._src):
+            # Someone rebound p.data or p.grad (Parameter checked the new array): follow it
+            # rather than update, or read, a stale one.
+            if p.data is not data or p.grad is not grad:
                 self._views()
                 return
 

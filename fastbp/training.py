@@ -168,6 +168,16 @@ def _check_components(model, loss, optimizer) -> None:
         raise TypeError(f"loss: expected a fastbp Loss, got {type(loss).__name__}")
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer: expected a fastbp optimizer, got {type(optimizer).__name__}")
+    # An optimizer built over another model's (or a rebuilt layer's) parameters would train
+    # nothing here while the loss stays constant: refuse it. A subset is fine (frozen layers).
+    own = {id(p) for p in model.parameters()}
+    foreign = [i for i, p in enumerate(optimizer.params) if id(p) not in own]
+    if foreign:
+        raise ValueError(
+            f"optimizer: expected an optimizer over this model's parameters (model.parameters()), got one whose "
+            f"parameters {foreign[:5]}{'...' if len(foreign) > 5 else ''} ({len(foreign)} of "
+            f"{len(optimizer.params)}) are not the model's"
+        )
 
 
 def _training_and_validation(model, X, y, loss, validation_data, validation_split):
@@ -222,6 +232,15 @@ class _Epoch:
             self.progress.batch(idx.shape[0])
             if interrupted():
                 raise TrainingInterrupted(epoch, b + 1, self.n_batches, history)
+        if not all(np.isfinite(p.data).all() for p in self.params):
+            # The last update made them non-finite: no later forward would tell.
+            self.model.load_state_dict(safe_state[0])
+            self.optimizer.load_state_dict(safe_state[1])
+            raise NonFiniteLossError(
+                f"parameters became non-finite in the last update of epoch {epoch} (batch {self.n_batches}); "
+                "the model was restored to the start of the epoch. Lower the learning rate, "
+                "clip gradients (clip_norm=...) or check the data for NaN/inf."
+            )
         elapsed = time.perf_counter() - t0
         logs = {"loss": total / self.n, "samples_per_sec": self.n / elapsed if elapsed > 0 else float("inf")}
         if self.classifier:
@@ -346,6 +365,9 @@ def fit(
     epochs = v.positive_int(epochs, "epochs")
     batch_size = v.positive_int(batch_size, "batch_size")
     patience = v.positive_int(patience, "patience")
+    if clip_norm is not None:
+        clip_norm = v.check(clip_norm, "clip_norm", v.POSITIVE)
+    min_delta = v.check(min_delta, "min_delta", v.NON_NEGATIVE)
     X, y, validation = _training_and_validation(model, X, y, loss, validation_data, validation_split)
     progress_ = Progress(epochs, X.shape[0], progress)
     one_epoch = _Epoch(model, loss, optimizer, X, y, batch_size, clip_norm, progress_)
@@ -362,6 +384,12 @@ def fit(
                 logs = one_epoch.run(epoch, order, interrupted, history)
                 if validation is not None:
                     logs.update(_validation_logs(model, loss, validation, one_epoch.batch))
+                    if not math.isfinite(logs["val_loss"]):
+                        raise NonFiniteLossError(
+                            f"validation loss became {logs['val_loss']} after epoch {epoch} (the parameters are "
+                            "finite: the validation data may hold NaN/inf or values far outside the training "
+                            "data's range)"
+                        )
                 _record(history, logs, optimizer.lr)
                 monitored = logs.get("val_loss", logs["loss"])
                 stop = monitor.update(model, epoch, monitored, history)

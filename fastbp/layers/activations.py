@@ -105,13 +105,13 @@ class _Parametrised(Layer):
     def forward(self, x):
         """``x`` (batch, m) -> ``y`` (batch, m), a reused buffer."""
         x = v.batch(x, "x", dtype=self.dtype)
+        # GELU, SiLU and Softplus (and LeakyReLU, ELU with a negative parameter): the output does not
+        # determine the derivative, so backward reads x. x is the pre-activation itself, kept by
+        # reference as Linear keeps its input: no copy, no buffer (unless x is this layer's own output).
+        self._x = self._keep(x) if self.act.reads_input else None
         y = self._buf("y", x.shape, x.dtype)
         np.copyto(y, x)
         self.act.forward(self._k, y, identity_bias(x.shape[1], x.dtype))
-        # GELU, SiLU and Softplus (and LeakyReLU, ELU with a negative parameter): the output does not
-        # determine the derivative, so backward reads x. x is the pre-activation itself, kept by
-        # reference as Linear keeps its input: no copy, no buffer.
-        self._x = x if self.act.reads_input else None
         self._y = y
         return y
 

@@ -35,6 +35,15 @@ class Layer:
     def _buf(self, name: str, shape: tuple, dtype=None) -> np.ndarray:
         return self._bufs.get(name, shape, self.dtype if dtype is None else dtype)
 
+    def _keep(self, x: np.ndarray) -> np.ndarray:
+        """``x`` to keep for backward: a copy if it lies in one of this layer's own buffers.
+
+        ``h = l.forward(x); l.forward(h)`` passes the layer its own output
+        buffer, which that forward overwrites; backward would then read the
+        new output as its input.
+        """
+        return x.copy() if self._bufs.holds(x) else x
+
     def _upstream(self, dy, y: np.ndarray | None) -> np.ndarray:
         """The upstream gradient, checked against ``y`` and in its dtype; None means ones.
 

@@ -8,6 +8,7 @@ from .. import _validate as v
 from ..backend import bias_scratch, resolve_activation, zero_bias
 from ..parameter import Parameter
 from .base import Layer
+from .slots import ParameterSlot
 
 
 class Linear(Layer):
@@ -51,6 +52,10 @@ class Linear(Layer):
     >>> layer(np.ones((4, 3), np.float32)).shape
     (4, 2)
     """
+
+    # Reassigning either takes a Parameter of the same shape and dtype (and None stays None).
+    W = ParameterSlot()
+    b = ParameterSlot()
 
     def __init__(
         self,
@@ -129,7 +134,7 @@ class Linear(Layer):
 
     def forward(self, x):
         """``x`` (batch, in_features) -> ``y`` (batch, out_features), a reused buffer."""
-        x = v.batch(x, "x", dtype=self.dtype, width=self.in_features, contiguous=False)
+        x = self._keep(v.batch(x, "x", dtype=self.dtype, width=self.in_features, contiguous=False))
         y = self._buf("y", (x.shape[0], self.out_features))
         np.matmul(x, self.W.data, out=y)
         # GELU, SiLU, Softplus (and LeakyReLU, ELU with a negative parameter) cannot be differentiated

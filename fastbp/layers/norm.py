@@ -15,6 +15,7 @@ from ..kernels import norm as _kernels
 from ..parameter import Parameter
 from ..reference import norm as _reference
 from .base import Layer
+from .slots import ArraySlot, ParameterSlot
 
 _BACKENDS = {"numba": _kernels, "numpy": _reference}
 CHUNKS = _kernels.CHUNKS
@@ -29,8 +30,30 @@ def _batch_of_one(shape) -> ValueError:
     return ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(shape)}")
 
 
+def _affine_array(param: str, field: str, fixed: int):
+    """A property: ``getattr(self.<param>, field)``, or ``self._fixed[fixed]`` without affine parameters.
+
+    Assigning the array it already returns is allowed (and does nothing), as
+    code written for the aliased attributes of earlier versions does.
+    """
+
+    def get(self) -> np.ndarray:
+        p = getattr(self, param)
+        return self._fixed[fixed] if p is None else getattr(p, field)
+
+    def set(self, a) -> None:
+        if a is not get(self):
+            raise AttributeError(f"{param}.{field}: assign it on the parameter (layer.{param}.{field} = a)")
+
+    return property(get, set)
+
+
 class _Norm(Layer):
     """Shared parts: the affine parameters (or fixed ones and zeros), the reused workspace."""
+
+    # Reassigning either takes a Parameter of the same shape and dtype (and None stays None).
+    weight = ParameterSlot()
+    bias = ParameterSlot()
 
     def __init__(self, num_features, affine: bool, dtype, backend: str):
         super().__init__(dtype, backend)
@@ -38,17 +61,23 @@ class _Norm(Layer):
         self._n = _BACKENDS[backend]
         m = self.num_features
         if affine:
-            self.weight: Parameter | None = Parameter(np.ones(m, self.dtype), "weight")
-            self.bias: Parameter | None = Parameter(np.zeros(m, self.dtype), "bias")
-            self._gamma, self._beta = self.weight.data, self.bias.data
-            self._dgamma, self._dbeta = self.weight.grad, self.bias.grad
+            self.weight = Parameter(np.ones(m, self.dtype), "weight")
+            self.bias = Parameter(np.zeros(m, self.dtype), "bias")
         else:
             self.weight = self.bias = None
-            self._gamma, self._beta = np.ones(m, self.dtype), np.zeros(m, self.dtype)
-            self._dgamma, self._dbeta = np.empty(m, self.dtype), np.empty(m, self.dtype)
+        # Without affine parameters the kernels read fixed ones and zeros and write unused gradients.
+        dt = self.dtype
+        self._fixed = (np.ones(m, dt), np.zeros(m, dt), np.empty(m, dt), np.empty(m, dt))
         self._acc = np.empty((2, CHUNKS, m), np.float64)  # column partial sums, one row per chunk
         self._no_dx = np.empty((0, m), self.dtype)  # the kernels' dx when no dx is wanted
         self._x = None  # the last forward's input (None before any)
+
+    # What the kernels read and write, looked up at each call: the parameters' arrays as they are
+    # now (Parameter checks any rebinding of .data or .grad), or the fixed arrays.
+    _gamma = _affine_array("weight", "data", 0)
+    _beta = _affine_array("bias", "data", 1)
+    _dgamma = _affine_array("weight", "grad", 2)
+    _dbeta = _affine_array("bias", "grad", 3)
 
     @property
     def in_features(self) -> int:
@@ -113,6 +142,11 @@ class BatchNorm1d(_Norm):
     array([0.2, 2. ], dtype=float32)
     """
 
+    # Reassigning a running statistic takes an array of the same shape and dtype (None stays None).
+    running_mean = ArraySlot()
+    running_var = ArraySlot()
+    num_batches_tracked = ArraySlot()
+
     def __init__(
         self,
         num_features,
@@ -133,9 +167,9 @@ class BatchNorm1d(_Norm):
         self.affine, self.track_running_stats = affine, track_running_stats
         m = self.num_features
         if track_running_stats:
-            self.running_mean: np.ndarray | None = np.zeros(m, self.dtype)
-            self.running_var: np.ndarray | None = np.ones(m, self.dtype)
-            self.num_batches_tracked: np.ndarray | None = np.zeros(1, np.int64)
+            self.running_mean = np.zeros(m, self.dtype)
+            self.running_var = np.ones(m, self.dtype)
+            self.num_batches_tracked = np.zeros(1, np.int64)
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
         self._stats = np.empty((2, m), np.float64)  # batch mean and biased variance
@@ -148,7 +182,7 @@ class BatchNorm1d(_Norm):
 
         In training, also updates the running statistics (and ``num_batches_tracked``).
         """
-        x = v.batch(x, "x", dtype=self.dtype, width=self.num_features)
+        x = self._keep(v.batch(x, "x", dtype=self.dtype, width=self.num_features))
         k = self._n
         y = self._buf("y", x.shape)
         batch_stats = self.training or not self.track_running_stats
@@ -252,7 +286,7 @@ class LayerNorm(_Norm):
 
     def forward(self, x):
         """``x`` (batch, num_features) -> ``y`` of the same shape, a reused buffer."""
-        x = v.batch(x, "x", dtype=self.dtype, width=self.num_features)
+        x = self._keep(v.batch(x, "x", dtype=self.dtype, width=self.num_features))
         y = self._buf("y", x.shape)
         self._save = self._buf("save", (3, x.shape[0]))
         self._n.layernorm_forward(x, self._gamma, self._beta, self.eps, y, self._save)
