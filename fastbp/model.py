@@ -77,13 +77,35 @@ class Sequential:
         Uses no layer buffers or caches, so several threads may predict with
         one model at once, and a large ``x`` never allocates activations for
         all rows together.
+
+        Parameters
+        ----------
+        x : (n, in) float array; converted to the model's dtype (C order not needed)
+        batch_size : int, rows per block
+
+        Returns
+        -------
+        (n, out) array of the model's dtype (the input's for a model without parameters)
         """
-        batch_size = v.positive_int(batch_size, "batch_size")
         width = getattr(self.layers[0], "in_features", None)
-        x = v.batch(x, "x", dtype=self.dtype, width=width, contiguous=False)
+        dtype = self.dtype if self.dtype is not None else x.dtype if type(x) is np.ndarray else None
+        # The call a service makes per request (an ndarray of the model's dtype and width, one
+        # block) is checked here in a few attribute reads; anything else takes the full checks.
+        if not (
+            type(x) is np.ndarray
+            and type(batch_size) is int
+            and x.ndim == 2
+            and x.dtype == dtype
+            and dtype in v.FLOAT_DTYPES
+            and (width is None or x.shape[1] == width)
+            and 0 < x.shape[0] <= batch_size
+            and x.shape[1] > 0
+        ):
+            batch_size = v.positive_int(batch_size, "batch_size")
+            x = v.batch(x, "x", dtype=self.dtype, width=width, contiguous=False)
         outs = []
         for start in range(0, x.shape[0], batch_size):
-            h = x[start : start + batch_size]
+            h = x[start : start + batch_size] if x.shape[0] > batch_size else x
             for layer in self.layers:
                 h = layer.infer(h)
             outs.append(h)

@@ -98,6 +98,29 @@ def test_concurrent_predict_with_one_model():
         np.testing.assert_array_equal(e, g)
 
 
+def test_eight_threads_predicting_request_sized_batches_give_the_sequential_results():
+    # The serving case: many small calls (batch 1-64, the fast path of Sequential.predict), a model
+    # with every kind of inference layer, 8 threads at once, each repeating its calls.
+    rng = np.random.default_rng(1)
+    model = fastbp.Sequential(
+        fastbp.Linear(16, 24, activation="gelu", seed=0),
+        fastbp.BatchNorm1d(24),
+        fastbp.Dropout(0.3, seed=0),
+        fastbp.LayerNorm(24),
+        fastbp.SiLU(),
+        fastbp.Linear(24, 5, seed=1),
+        fastbp.Softmax(),
+    )
+    model.forward(rng.standard_normal((32, 16)).astype(np.float32))  # running statistics move off 0 and 1
+    model.eval()
+    xs = [rng.standard_normal((b, 16)).astype(np.float32) for b in (1, 2, 8, 64, 1, 7, 33, 64)]
+    expected = [model.predict(x) for x in xs]
+    got = run_concurrently(lambda x: [model.predict(x) for _ in range(50)], [(x,) for x in xs])
+    for e, calls in zip(expected, got):
+        for g in calls:
+            np.testing.assert_array_equal(e, g)
+
+
 def test_set_num_threads_reaches_numba_and_blas():
     from threadpoolctl import threadpool_info
 

@@ -17,6 +17,7 @@ from .. import kernels as K
 from .. import reference as R
 from ..threads import get_num_threads
 from ..version import __version__
+from .latency import format_latency, latency_table
 from .mlp import DROPOUT_P, REGULARIZED, SGD_MOMENTUM
 from .runner import measure, torch_available
 from .sklearn_fit import format_row
@@ -24,6 +25,9 @@ from .timing import MAX_REL_IQR, interleaved
 from .torch_mlp import step_flops
 
 MLPS = {"784-512-256-10": [784, 512, 256, 10], "1024-2048-2048-10": [1024, 2048, 2048, 10]}
+# A plan's "latency" entry: Sequential.predict against numpy, the matmuls alone, PyTorch and
+# ONNX Runtime, each in its own process (fastbp.bench.latency.latency_table).
+LATENCY = dict(mlps=[[784, 512, 256, 10], [64, 100, 10]], batches=[1, 8, 64], dtype="float32")
 # A plan's "regularized" entry: the MLPs measured again with each hidden Linear followed by
 # BatchNorm1d, ReLU and Dropout(dropout) as separate layers, SGD with momentum sgd_momentum
 # (fastbp.bench.mlp.make_regularized_problem); rows named "<sizes> bn+drop". Same rounds.
@@ -41,6 +45,7 @@ QUICK = dict(
         sgd_momentum=SGD_MOMENTUM,
         dropout=DROPOUT_P,
     ),
+    latency=dict(LATENCY, rounds=4),
 )
 FULL = dict(
     mlps=list(MLPS),
@@ -56,6 +61,7 @@ FULL = dict(
         sgd_momentum=SGD_MOMENTUM,
         dropout=DROPOUT_P,
     ),
+    latency=dict(LATENCY, rounds=8),
 )
 
 
@@ -454,6 +460,13 @@ def run(
     report["steps"] = step_table(plan, threads=threads, log=progress)
     progress.clear()
     print_step_table(report["steps"], out, max_rel_iqr=report["stability"]["max_rel_iqr"])
+    lat = plan.get("latency")
+    if lat:
+        report["latency"] = latency_table(
+            lat["mlps"], lat["batches"], dtype=lat["dtype"], rounds=lat["rounds"], threads=threads, log=progress
+        )
+        progress.clear()
+        format_latency(report["latency"], out)
     report["kernels"] = kernel_ratios()
     for k in report["kernels"]:
         out(

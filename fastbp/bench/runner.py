@@ -15,6 +15,14 @@ from .timing import MAX_REL_IQR, rel_iqr, settle
 # Which worker process runs which implementation: torch alone (its spinning
 # OpenMP workers would slow the others); the rest share one, steps interleaved.
 FAMILY = {"fastbp": "main", "numpy": "main", "floor": "main", "torch": "torch"}
+# Inference latency: every runtime in a process of its own (ONNX Runtime's and torch's
+# thread pools spin after each call, and no runtime should warm another's caches).
+PREDICT_FAMILY = {impl: impl for impl in ("fastbp", "numpy", "floor", "torch", "onnxruntime")}
+
+
+def family(cfg: dict, impl: str) -> str:
+    """The worker process that runs ``impl`` for ``cfg``."""
+    return PREDICT_FAMILY[impl] if cfg.get("task") == "predict" else FAMILY[impl]
 
 
 class Worker:
@@ -79,7 +87,7 @@ def measure(
     results = []
 
     def run_turn(cfg, impl, steps, last):
-        fam = FAMILY[impl]
+        fam = family(cfg, impl)
         if fam not in workers:
             workers[fam] = Worker(threads)
         if last is not None and fam != last and handover:

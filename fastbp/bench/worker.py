@@ -13,7 +13,10 @@ The exchange is strictly one request, then one answer, on stdin/stdout:
 - request: the config's keys plus ``impl`` and ``steps``, e.g.
   ``{"sizes": [784, 512, 256, 10], "batch": 256, "optimizer": "sgd"|"adam",
   "dtype": "float32", "impl": "fastbp"|"numpy"|"floor"|"torch", "steps": 8}``.
-  ``dtype`` is any numpy dtype name. Optional keys: ``"model"``, ``"mlp"`` (the
+  ``dtype`` is any numpy dtype name. Optional keys: ``"task"``, ``"step"`` (the
+  default: a training step) or ``"predict"`` (one inference call of
+  :mod:`fastbp.bench.latency`, whose ``impl`` is ``"fastbp"``, ``"numpy"``,
+  ``"torch"`` or ``"onnxruntime"``, and no ``optimizer``); ``"model"``, ``"mlp"`` (the
   default: :func:`fastbp.bench.mlp.make_problem`) or ``"bn+drop"`` (the
   regularized MLP of :func:`fastbp.bench.mlp.make_regularized_problem`, with
   ``"dropout"``, its dropout probability, default 0.2); ``"momentum"``, of SGD
@@ -58,11 +61,17 @@ from .torch_mlp import TorchMLP, TorchRegularizedMLP
 
 WARMUP_STEPS, WARMUP_S = 3, 0.1
 # The optional keys of a request, with their defaults; they are part of the step's identity.
-DEFAULTS = {"model": "mlp", "momentum": 0.0, "dropout": DROPOUT_P}
+DEFAULTS = {"task": "step", "optimizer": None, "model": "mlp", "momentum": 0.0, "dropout": DROPOUT_P}
 
 
 def _build(spec):
     spec = {**DEFAULTS, **spec}
+    if spec["task"] == "predict":
+        from .latency import build
+
+        return build(spec["impl"], spec["sizes"], spec["batch"], spec["dtype"])
+    if spec["task"] != "step":
+        raise ValueError(f"task: expected 'step' or 'predict', got {spec['task']!r}")
     kind, impl, opt, mom = spec["model"], spec["impl"], spec["optimizer"], float(spec["momentum"])
     args = (tuple(spec["sizes"]), spec["batch"], np.dtype(spec["dtype"]))
     if kind == "mlp":
@@ -91,7 +100,7 @@ def main() -> int:
     for line in sys.stdin:
         spec = json.loads(line)
         ident = {**DEFAULTS, **spec}
-        keys = ("impl", "sizes", "batch", "optimizer", "dtype", *DEFAULTS)
+        keys = ("impl", "sizes", "batch", "dtype", *DEFAULTS)
         key = json.dumps({k: ident[k] for k in keys}, sort_keys=True)
         warm = None
         if key not in steps_cache:
