@@ -150,6 +150,9 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _predict_parser(sub)
+    from .export import add_parser as _export_parser
+
+    _export_parser(sub)
     _bench_parser(sub)
     sub.add_parser("info", help="version, kernel cache and threading").set_defaults(func=cmd_info)
     return ap
