@@ -247,3 +247,20 @@ def test_a_pending_ctrl_c_is_raised_when_the_deferring_block_ends():
         with defer_interrupts() as interrupted:
             _interrupt()
             assert interrupted()  # held, not raised, until the block ends
+
+
+@pytest.mark.parametrize(
+    "make,err,match",
+    [
+        (lambda: fastbp.BatchNorm1d(3, dtype=None), TypeError, "dtype: expected float32 or float64, got None"),
+        (lambda: fastbp.LayerNorm(3, dtype=None), TypeError, "dtype: expected float32 or float64, got None"),
+        (
+            lambda: fastbp.Standardize(np.zeros(2), np.ones(2), inverse="no"),
+            TypeError,
+            "inverse: expected True or False",
+        ),
+    ],
+)
+def test_layer_arguments_that_used_to_pass_unchecked(make, err, match):
+    with pytest.raises(err, match=match):
+        make()

@@ -56,6 +56,8 @@ class _Norm(Layer):
     bias = ParameterSlot()
 
     def __init__(self, num_features, affine: bool, dtype, backend: str):
+        if dtype is None:  # its parameters and statistics need a dtype of their own
+            raise TypeError("dtype: expected float32 or float64, got None")
         super().__init__(dtype, backend)
         self.num_features = v.positive_int(num_features, "num_features")
         self._n = _BACKENDS[backend]

@@ -49,7 +49,7 @@ class Standardize(Layer):
             raise ValueError("mean: expected finite values, got NaN or inf")
         if not (np.isfinite(std).all() and (std > 0).all()):
             raise ValueError(f"std: expected positive finite values, got min {std.min()}")
-        self.inverse = bool(inverse)
+        self.inverse = v.check(inverse, "inverse", v.Boolean())
         self.in_features = int(mean.shape[0])
         self.mean = mean.astype(self.dtype)
         self.std = std.astype(self.dtype)
