@@ -425,7 +425,6 @@ def test_replacing_coefs_is_followed(digits):
 @pytest.mark.parametrize(
     "param, value, match",
     [
-        ("solver", "lbfgs", "lbfgs.*not supported"),
         ("solver", "rmsprop", "solver"),
         ("activation", "softmax", "activation"),
         ("hidden_layer_sizes", (10, 0), "hidden_layer_sizes"),
@@ -502,13 +501,6 @@ def test_divergence_raises_instead_of_returning_nan(digits):
             X * 100,
             X[:, 0] * 1e3,
         )
-
-
-def test_lbfgs_message_points_to_sklearn(digits):
-    X, y = digits
-    with pytest.raises(ValueError) as err:
-        MLPRegressor(solver="lbfgs").fit(X, X[:, 0])
-    assert "scikit-learn" in str(err.value) and "'sgd' and 'adam'" in str(err.value)
 
 
 def test_ctrl_c_stops_after_a_whole_step_and_keeps_the_model(digits, monkeypatch, default_sigint):

@@ -1,31 +1,37 @@
-"""What the two estimators share: parameters, input checks, the training loop, the forward pass.
+"""What the two estimators share: parameters, input checks, the training loops, the forward pass.
 
-The loop is scikit-learn's ``BaseMultilayerPerceptron._fit_stochastic`` step
-for step (initialisation from the same random stream, batch order, loss
+The stochastic loop is scikit-learn's ``BaseMultilayerPerceptron._fit_stochastic``
+step for step (initialisation from the same random stream, batch order, loss
 bookkeeping, stopping rules, messages), with the arithmetic done by fastbp's
 layers and fused kernels. So ``random_state`` gives the same initial weights
 and the same batches as scikit-learn, and ``loss_curve_`` agrees to float
-tolerance (``tests/test_sklearn_equivalence.py``).
+tolerance (``tests/test_sklearn_equivalence.py``). ``solver="lbfgs"`` is
+scikit-learn's ``_fit_lbfgs`` over fastbp's full-data objective
+(:mod:`fastbp.sklearn._lbfgs`, ``tests/test_sklearn_lbfgs.py``).
+
+As in scikit-learn, a training that diverges is not stopped: NaN losses are
+recorded and training runs on until a stopping rule or ``max_iter``; then
+early stopping puts back the best weights, and otherwise non-finite weights
+raise scikit-learn's ValueError (``tests/test_sklearn_divergence.py``).
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from .. import kernels
 from ..loop import Batches, defer_interrupts
 from ..threads import limit_threads
-from . import _params
+from . import _lbfgs, _params
 from ._network import BN_KEYS, Network, RegularizedNetwork, new_batch_norm_state
 from ._outputs import OutputLoss, activate
 from ._solvers import SGD, Adam
@@ -96,8 +102,17 @@ class BaseMLP(BaseEstimator):
         self.batch_norm = batch_norm
 
     # -- hooks for the subclasses -------------------------------------------
-    def _check_params(self):
-        _params.check(self)
+    def _check_params(self) -> list[int]:
+        """Check fastbp's own parameters (scikit-learn's are checked by ``_fit_context``); the hidden sizes."""
+        return _params.check(self)
+
+    def _check_solver(self):
+        """For ``available_if``: ``partial_fit`` only exists for the stochastic solvers (scikit-learn's text)."""
+        if self.solver not in _params.STOCHASTIC_SOLVERS:
+            raise AttributeError(
+                f"partial_fit is only available for stochastic optimizers. {self.solver} is not stochastic."
+            )
+        return True
 
     def _validate_input(self, X, y, incremental, reset):  # pragma: no cover - abstract
         """(X, Y): checked X and the training targets, 2-D."""
@@ -136,22 +151,19 @@ class BaseMLP(BaseEstimator):
         return np.ascontiguousarray(X, dtype=dtype)
 
     @staticmethod
-    def _sample_weight(sample_weight, n):
+    def _sample_weight(sample_weight, X):
+        """scikit-learn's ``_check_sample_weight`` (its errors and messages), then float64, non-negative."""
         if sample_weight is None:
             return None
-        if np.isscalar(sample_weight) and not isinstance(sample_weight, str):
-            sample_weight = np.full(n, sample_weight)
-        try:
-            sw = np.asarray(sample_weight, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TypeError(f"sample_weight: expected numbers, got {np.asarray(sample_weight).dtype}") from None
-        if sw.shape != (n,):
-            raise ValueError(f"sample_weight: expected shape ({n},) (one weight per sample), got {sw.shape}")
-        if not np.isfinite(sw).all() or (sw < 0).any():
-            raise ValueError("sample_weight: expected finite non-negative weights")
+        sw = np.asarray(_check_sample_weight(sample_weight, X), dtype=np.float64)
+        if (sw < 0).any():
+            # scikit-learn accepts negative weights; fastbp's minibatch normalisation assumes a
+            # positive weight sum per batch, so they are refused instead of silently misused.
+            raise ValueError(f"sample_weight: expected non-negative weights, got a minimum of {sw.min()}")
         return sw
 
     # -- fitting ----------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
         """Train on ``X`` (n_samples, n_features) and ``y``: class labels (n_samples,) or label
         indicators (n_samples, n_labels) for the classifier, targets (n_samples,) or
@@ -164,14 +176,13 @@ class BaseMLP(BaseEstimator):
         return self._fit(X, y, sample_weight=sample_weight, incremental=False)
 
     def _fit(self, X, y, sample_weight=None, incremental=False):
-        self._check_params()
-        hidden = _params.hidden_sizes(self.hidden_layer_sizes)
+        hidden = self._check_params()
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, Y = self._validate_input(X, y, incremental, reset=first_pass)
         n_samples, n_features = X.shape
+        sw = self._sample_weight(sample_weight, X)
         dtype = self._model_dtype(X, first_pass)
         X = self._as(X, dtype)
-        sw = self._sample_weight(sample_weight, n_samples)
         extra = self._extra_sample_weight(Y, incremental)
         if extra is not None:
             sw = extra if sw is None else sw * extra
@@ -197,7 +208,10 @@ class BaseMLP(BaseEstimator):
                 )
         self._prepare_regularization(hidden, dtype, first_pass)
         with limit_threads(self.n_threads):
-            self._fit_stochastic(X, Y, sw, incremental)
+            if self.solver in _params.STOCHASTIC_SOLVERS:
+                self._fit_stochastic(X, Y, sw, incremental)
+            else:
+                self._fit_lbfgs(X, Y, sw)
         if not all(np.isfinite(a).all() for a in (*self.coefs_, *self.intercepts_)):
             raise ValueError(
                 "Solver produced non-finite parameter weights. The input data may contain large "
@@ -222,6 +236,11 @@ class BaseMLP(BaseEstimator):
         self._best_coefs = [c.copy() for c in self.coefs_]
         self._best_intercepts = [i.copy() for i in self.intercepts_]
         self._best_extra: list = []
+        if self.solver in _params.STOCHASTIC_SOLVERS:  # as scikit-learn: L-BFGS keeps no loss curve
+            self._init_stochastic_state()
+
+    def _init_stochastic_state(self):
+        """The bookkeeping of the stochastic loop (loss curve, stopping counters, validation scores)."""
         self.loss_curve_ = []
         self._no_improvement_count = 0
         if self.early_stopping:
@@ -311,8 +330,7 @@ class BaseMLP(BaseEstimator):
         sw_tr, sw_val = (parts[4], parts[5]) if sw is not None else (None, None)
         if X_val.shape[0] < 2:
             raise ValueError(
-                "validation_fraction: the validation set is too small; increase validation_fraction "
-                "or the size of your dataset."
+                "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
             )
         return X_tr, Y_tr, sw_tr, X_val, self._val_targets(Y_val), sw_val
 
@@ -326,7 +344,22 @@ class BaseMLP(BaseEstimator):
         """Targets in the form the output loss takes: float rows here; labels for softmax."""
         return np.ascontiguousarray(Y, dtype=dtype)
 
+    def _fit_lbfgs(self, X, Y, sw):
+        """scikit-learn's ``_fit_lbfgs``: L-BFGS-B over the full-data objective (see :mod:`._lbfgs`)."""
+        net = self._network(training=True)
+        net.reset()
+        assert isinstance(net, Network)  # _params.check refuses dropout and batch_norm with lbfgs
+        objective = _lbfgs.Objective(
+            net, OutputLoss(self.out_activation_, X.dtype), X, self._loss_targets(Y, X.dtype), sw, self.alpha
+        )
+        _lbfgs.minimize(self, objective)
+        self._lbfgs_calls = objective.n_calls  # loss/gradient evaluations (the benchmark's floor uses it)
+
     def _fit_stochastic(self, X, Y, sw, incremental):
+        if not hasattr(self, "loss_curve_"):
+            # warm_start after an L-BFGS fit, which keeps none of this (scikit-learn then fails
+            # with an AttributeError; fastbp starts the bookkeeping instead)
+            self._init_stochastic_state()
         net = self._network(training=True)
         net.reset()
         layout = [w.size for w, _, _ in net.segments]
@@ -379,22 +412,27 @@ class BaseMLP(BaseEstimator):
                 np.copyto(dst, src)
 
     def _epochs(self, epoch, n, sample_idx, incremental, X_val, y_val, sw_val):
-        with defer_interrupts() as interrupted:
-            self.n_iter_ = 0
-            for _ in range(self.max_iter):
-                if self.shuffle:
-                    # sklearn.utils.shuffle(sample_idx, random_state=...) draws exactly this
-                    # permutation; called directly, its parameter checks cost ~1 ms per epoch.
-                    perm = np.arange(n)
-                    self._random_state.shuffle(perm)
-                    sample_idx = sample_idx[perm]
-                loss_sum = epoch.run(sample_idx if self.shuffle else None, interrupted, self.n_iter_ + 1)
-                if loss_sum is None:  # Ctrl-C: the last batch was applied whole
-                    warnings.warn("Training interrupted by user.", stacklevel=4)
-                    break
-                self._end_epoch(loss_sum / (n - epoch.skipped), n, X_val, y_val, sw_val)
-                if self._stop_now(incremental):
-                    break
+        try:
+            with defer_interrupts() as interrupted:
+                self.n_iter_ = 0
+                for _ in range(self.max_iter):
+                    if self.shuffle:
+                        # sklearn.utils.shuffle(sample_idx, random_state=...) draws exactly this
+                        # permutation; called directly, its parameter checks cost ~1 ms per epoch.
+                        perm = np.arange(n)
+                        self._random_state.shuffle(perm)
+                        sample_idx = sample_idx[perm]
+                    loss_sum = epoch.run(sample_idx if self.shuffle else None, interrupted)
+                    if loss_sum is None:  # Ctrl-C: the last batch was applied whole
+                        raise KeyboardInterrupt
+                    self._end_epoch(loss_sum / (n - epoch.skipped), n, X_val, y_val, sw_val)
+                    if self._stop_now(incremental):
+                        break
+        except KeyboardInterrupt:
+            # scikit-learn's handling of a Ctrl-C during training: warn and keep the model (early
+            # stopping then puts back the best weights). defer_interrupts raises a Ctrl-C still
+            # pending when its body ends (one that came after the last batch), and that one too.
+            warnings.warn("Training interrupted by user.", stacklevel=5)
 
     def _end_epoch(self, loss, n, X_val, y_val, sw_val):
         self.n_iter_ += 1
@@ -463,7 +501,8 @@ class BaseMLP(BaseEstimator):
         """
         if check_input:
             check_is_fitted(self)
-            X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32), reset=False)
+            # scikit-learn's check (its messages); the cast to the model's dtype follows
+            X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
         model = self._network().model
         X = self._as(X, self.coefs_[0].dtype)
         with limit_threads(self.n_threads):
@@ -503,7 +542,7 @@ class _Epoch:
         self.min_rows = 2 if getattr(net, "batch_norm", None) is not None else 1
         self.skipped = 0  # rows skipped in the last epoch
 
-    def run(self, order, interrupted, iteration):
+    def run(self, order, interrupted):
         """Sum over batches of (batch loss x batch rows), as scikit-learn accumulates; None if interrupted.
 
         ``order``: the epoch's sample permutation, or None for the stored order.
@@ -525,12 +564,7 @@ class _Epoch:
             loss, delta = self.out_loss(z, tb, wb)
             if alpha:
                 loss += 0.5 * alpha * kernels.sum_squares(net.weights) / norm
-            if not math.isfinite(loss):
-                raise ValueError(
-                    f"Solver produced a non-finite loss ({loss}) at iteration {iteration}. The input "
-                    "data may contain large values and need to be preprocessed, or learning_rate_init "
-                    "is too large."
-                )
+            # A non-finite loss does not stop training: scikit-learn trains on (see the module docstring).
             net.backward(delta)
             self.solver.step(net.segments, alpha / norm)
             total += loss * xb.shape[0]

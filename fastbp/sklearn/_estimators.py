@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import type_of_target, unique_labels
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .._validate import check
 from ._base import BaseMLP
 from ._outputs import log_activate
-from ._params import CLASS_WEIGHT
+from ._params import CLASS_WEIGHT, SKLEARN_CONSTRAINTS
 
 # The parameter and attribute descriptions both estimators share, written once.
 # Each class docstring holds a line ``{shared parameters}`` / ``{shared attributes}``
@@ -22,9 +23,11 @@ _SHARED_PARAMETERS = """\
 hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, learning_rate_init,
 power_t, max_iter, shuffle, random_state, tol, verbose, warm_start, momentum, nesterovs_momentum,
 early_stopping, validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun
-    As in scikit-learn, with the same defaults and meanings. ``solver`` is
-    ``"sgd"`` or ``"adam"``: ``"lbfgs"`` is refused with a clear error.
-    ``max_fun`` only concerns L-BFGS, so it is checked and has no effect.
+    As in scikit-learn, with the same defaults, meanings and checks (the
+    same errors and messages). ``solver="lbfgs"`` runs scipy's L-BFGS-B over
+    fastbp's full-data loss and gradient, as scikit-learn does (``max_iter``
+    iterations, ``max_fun`` loss evaluations, ``tol`` the gradient
+    tolerance); it takes neither ``dropout`` nor ``batch_norm``.
 dtype : None, "float32" or "float64", default=None
     The dtype the network trains and predicts in. None follows the input
     of the first ``fit``: float32 stays float32 end to end, float64 stays
@@ -53,7 +56,10 @@ batch_norm : bool, default=False
 _SHARED_ATTRIBUTES = """\
 loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_, coefs_, intercepts_,
 n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_
-    As in scikit-learn. ``coefs_[i]`` has shape (units in, units out).
+    As in scikit-learn. ``coefs_[i]`` has shape (units in, units out). With
+    ``solver="lbfgs"``, as in scikit-learn, ``n_iter_`` counts this run's
+    iterations, ``t_`` is not advanced, and no ``loss_curve_``,
+    ``best_loss_``, ``validation_scores_`` or ``best_validation_score_`` is set.
 batch_norm_ : list of dict, or None
     With ``batch_norm=True``, one dict per hidden layer with the arrays
     ``weight``, ``bias``, ``running_mean``, ``running_var`` (units,) and
@@ -116,6 +122,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     """
 
     _score_function = staticmethod(accuracy_score)
+    _parameter_constraints: dict = SKLEARN_CONSTRAINTS["classifier"]
 
     def __init__(
         self,
@@ -181,8 +188,9 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         self.class_weight = class_weight
 
     def _check_params(self):
-        super()._check_params()
+        hidden = super()._check_params()
         check(self.class_weight, "class_weight", *CLASS_WEIGHT)
+        return hidden
 
     def _is_classifier(self):
         return True
@@ -284,31 +292,25 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         return log_activate(self.out_activation_, z)
 
     # -- training (fit is BaseMLP's) ------------------------------------------------
+    @available_if(lambda est: est._check_solver())
+    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over ``(X, y)``; ``classes`` (all labels) is required on the first call.
+
+        Only with the stochastic solvers: with ``solver="lbfgs"`` the estimator
+        has no ``partial_fit`` attribute, as in scikit-learn.
 
         Returns
         -------
         self
         """
-        first = not hasattr(self, "classes_")
-        if first and classes is None:
-            raise ValueError(
-                "classes: must be passed on the first call to partial_fit (all the labels, e.g. np.unique(y_all))"
-            )
-        if classes is not None:
-            classes = unique_labels(classes)
-            if not first and not np.array_equal(self.classes_, classes):
-                raise ValueError(
-                    f"classes: {classes} is not the same as on the previous call to partial_fit ({self.classes_})"
-                )
-        if first:
+        # scikit-learn's checks and messages for ``classes``
+        if _check_partial_fit_first_call(self, classes):
             self._label_binarizer = LabelBinarizer()
             if type_of_target(y).startswith("multilabel"):
                 self._label_binarizer.fit(y)
             else:
                 self._label_binarizer.fit(classes)
-            self.classes_ = self._label_binarizer.classes_
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
 
     def __sklearn_tags__(self):
@@ -346,6 +348,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     """
 
     _score_function = staticmethod(r2_score)
+    _parameter_constraints: dict = SKLEARN_CONSTRAINTS["regressor"]
 
     def __init__(
         self,
@@ -410,11 +413,6 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         )
         self.loss = loss
 
-    def _check_params(self):
-        super()._check_params()
-        if not isinstance(self.loss, str) or self.loss not in ("squared_error", "poisson"):
-            raise ValueError(f"loss: expected 'squared_error' or 'poisson', got {self.loss!r}")
-
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(
             self,
@@ -428,6 +426,11 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         )
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        if y.dtype.kind in "SU":
+            # y_numeric converts only object arrays: scikit-learn's first loss evaluation then
+            # fails in numpy, on y - prediction (squared error) or y / prediction (poisson).
+            # The same operation on no rows raises that error, with numpy's exact text.
+            (np.divide if self.loss == "poisson" else np.subtract)(y[:0], np.empty((0,) + y.shape[1:], X.dtype))
         if self.loss == "poisson" and (y < 0).any():
             raise ValueError(f"y: loss='poisson' requires non-negative targets, got a minimum of {float(np.min(y))}")
         return X, y
@@ -444,8 +447,16 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         y_pred = self._forward(X, check_input=check_input)
         return y_pred.ravel() if y_pred.shape[1] == 1 else y_pred
 
+    # scikit-learn's regressor passes ``est._check_solver`` uncalled (always true), so its
+    # ``partial_fit`` exists with every solver, and with "lbfgs" runs a whole L-BFGS fit from
+    # the current weights. Copied as is: code written for scikit-learn sees the same methods.
+    @available_if(lambda est: est._check_solver)
+    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over ``(X, y)``, continuing from the current weights and solver state.
+
+        With ``solver="lbfgs"`` (as in scikit-learn): an L-BFGS run of up to
+        ``max_iter`` iterations from the current weights.
 
         Returns
         -------

@@ -58,41 +58,76 @@ class OutputLoss:
         eps = np.finfo(dtype).eps
         self._lo, self._hi = -np.log1p(-eps), -np.log(eps)
 
-    def __call__(self, z, target, weights):
-        """Batch loss (float) and the delta on ``z`` (a reused buffer).
+    def __call__(self, z, target, weights, norm=None):
+        """Loss (float) and the delta on ``z`` (a reused buffer).
 
         Parameters
         ----------
         z : (n, k) scores of the last layer
         target : (n,) int labels for softmax, else (n, k) floats
-        weights : (n,) sample weights, or None; the caller ensures a positive sum
+        weights : (n,) sample weights, or None
+        norm : float or None
+            None: the batch's own mean, the loss divided by ``n`` (or ``sum(weights)``)
+            and the delta too. A number (L-BFGS: the whole data's ``n`` or
+            ``sum(weights)``): the loss is divided by it, so that row blocks add
+            up to scikit-learn's full-batch value, and the delta is left unscaled,
+            ``w_i (prediction_i - y_i)``, for the caller to divide the gradient by
+            ``norm`` after the backward pass, in scikit-learn's order of operations.
+            The caller ensures it is positive.
+
+        Returns
+        -------
+        loss : float
+            ``sum_i w_i loss_i / norm`` (``w_i = 1`` without weights).
+        delta : ndarray (n, k)
+            ``w_i (prediction_i - y_i) / norm``; with ``norm`` given, not divided by it.
         """
         n, k = z.shape
         dt = z.dtype
-        scale = 1.0 / n if weights is None else 1.0  # weighted: rescaled per row below
-        grad = self._bufs.get("grad", z.shape, dt)
+        full = norm is not None
+        if norm is None:
+            norm = n if weights is None else float(weights.sum(dtype=np.float64))
+        # the delta's factor: 1/n for a batch mean; weighted or full-data, rescaled below or by the caller
+        scale = 1.0 / norm if weights is None and not full else 1.0
+        bufs = self._bufs
+        grad = bufs.get("grad", z.shape, dt)
+        rows = bufs.get("rows", (n,), dt)
         t = dt.type
         if self.out == "softmax":
-            rows = self._bufs.get("rows", (n,), dt)
             kernels.softmax_xent_labels(z, target, _NO_CLASS_WEIGHTS[dt], t(0.0), t(scale), grad, rows)
             losses = self._clip(rows)
         elif self.out == "logistic":
-            elems = self._bufs.get("elems", z.shape, dt)
+            elems = bufs.get("elems", z.shape, dt)
             kernels.bce_logits(z, target, t(scale), grad, elems)
-            losses = self._clip(elems).sum(axis=1)
+            losses = np.sum(self._clip(elems), axis=1, out=rows)
         elif self.out == "identity":
-            elems = self._bufs.get("elems", z.shape, dt)
+            elems = bufs.get("elems", z.shape, dt)
             kernels.mse(z, target, t(0.5 / k), t(scale), grad, elems)
-            losses = elems.sum(axis=1)
+            losses = np.sum(elems, axis=1, out=rows)
         else:  # exp: half Poisson deviance with a log link
-            pred = np.exp(z)
-            np.multiply(pred - target, t(scale), out=grad)
-            losses = (xlogy(target, target / pred) - target + pred).sum(axis=1)
+            pred = bufs.get("pred", z.shape, dt)
+            elems = bufs.get("elems", z.shape, dt)
+            np.exp(z, out=pred)
+            np.subtract(pred, target, out=grad)
+            grad *= t(scale)
+            np.divide(target, pred, out=elems)
+            xlogy(target, elems, out=elems)
+            elems -= target
+            elems += pred
+            losses = np.sum(elems, axis=1, out=rows)
         if weights is None:
-            return float(losses.sum(dtype=np.float64)) / n, grad
-        total = float(weights.sum(dtype=np.float64))
-        grad *= (weights / total).astype(dt, copy=False)[:, None]
-        return float(np.dot(losses.astype(np.float64, copy=False), weights)) / total, grad
+            return float(losses.sum(dtype=np.float64)) / norm, grad
+        w = bufs.get("w", (n,), dt)
+        if full:
+            np.copyto(w, weights, casting="same_kind")
+        else:
+            np.divide(weights, norm, out=w, casting="same_kind")
+        grad *= w[:, None]
+        if dt != np.float64:
+            losses64 = bufs.get("losses64", (n,), np.float64)
+            np.copyto(losses64, losses)
+            losses = losses64
+        return float(np.dot(losses, weights)) / norm, grad
 
     def _clip(self, losses):
         return np.clip(losses, self._lo, self._hi, out=losses)

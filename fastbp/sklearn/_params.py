@@ -1,51 +1,30 @@
-"""Constructor-parameter constraints of the estimators, checked at ``fit`` time as scikit-learn does.
+"""Constructor-parameter checks of the estimators, run at ``fit`` time as scikit-learn runs them.
 
-:data:`CONSTRAINTS` declares every parameter once, with :mod:`fastbp._validate`'s
-constraint objects; :func:`check` enforces them. Each error names the
+The parameters the estimators share with scikit-learn's MLPs are validated by
+scikit-learn's own machinery (``_parameter_constraints``, taken from the
+installed scikit-learn's classes, enforced by ``sklearn.base._fit_context``), so
+a bad value raises the same ``InvalidParameterError`` with the same message.
+fastbp's own parameters (``dtype``, ``n_threads``, ``dropout``, ``batch_norm``,
+``class_weight``) are declared here with :mod:`fastbp._validate`'s constraint
+objects and checked by :func:`check`; each of those errors names the
 parameter, what was expected and what was given.
 """
 
 from __future__ import annotations
 
-import math
 import numbers
+import operator
 
 import numpy as np
+from sklearn import neural_network as _sk
 
 from .. import _validate as v
 from .._validate import POSITIVE_INT, Boolean, InstanceOf, Interval, NoneValue, Options
 
-_REAL_NON_NEG = Interval(numbers.Real, 0)
 _UNIT = Interval(numbers.Real, 0, 1, "left")  # [0, 1)
 
+# fastbp's own parameters (scikit-learn's are validated by scikit-learn: see SKLEARN_CONSTRAINTS).
 CONSTRAINTS: dict[str, list] = {
-    "activation": [Options("identity", "logistic", "tanh", "relu")],
-    "solver": [Options("sgd", "adam")],
-    "alpha": [_REAL_NON_NEG],
-    "batch_size": [Options("auto"), POSITIVE_INT],
-    "learning_rate": [Options("constant", "invscaling", "adaptive")],
-    "learning_rate_init": [Interval(numbers.Real, 0, closed="neither")],
-    "power_t": [_REAL_NON_NEG],
-    "max_iter": [POSITIVE_INT],
-    "shuffle": [Boolean()],
-    "random_state": [
-        NoneValue(),
-        Interval(numbers.Integral, 0),
-        InstanceOf(np.random.RandomState, "a RandomState"),
-        Options(np.random, what="numpy.random"),
-    ],
-    "tol": [_REAL_NON_NEG],
-    "verbose": [Boolean(), Interval(numbers.Integral)],
-    "warm_start": [Boolean()],
-    "momentum": [Interval(numbers.Real, 0, 1)],
-    "nesterovs_momentum": [Boolean()],
-    "early_stopping": [Boolean()],
-    "validation_fraction": [_UNIT],
-    "beta_1": [_UNIT],
-    "beta_2": [_UNIT],
-    "epsilon": [Interval(numbers.Real, 0, closed="neither")],
-    "n_iter_no_change": [POSITIVE_INT, Options(math.inf)],
-    "max_fun": [POSITIVE_INT],  # L-BFGS only: accepted for compatibility, no effect (as in scikit-learn)
     "dtype": [NoneValue(), Options("float32", "float64"), InstanceOf((type, np.dtype), "a numpy float dtype")],
     "n_threads": [NoneValue(), POSITIVE_INT],
     "batch_norm": [Boolean()],
@@ -54,19 +33,33 @@ CONSTRAINTS: dict[str, list] = {
 # The classifier's own parameter.
 CLASS_WEIGHT = [NoneValue(), Options("balanced"), InstanceOf(dict, "a dict {class: weight}")]
 
+_FASTBP_ONLY: dict = {name: "no_validation" for name in ("dtype", "n_threads", "dropout", "batch_norm")}
+
+# ``_parameter_constraints`` of the estimators: the installed scikit-learn's, so that its
+# validation (and messages) are exactly scikit-learn's, plus fastbp's own parameters, marked
+# "no_validation" there because :func:`check` checks them.
+SKLEARN_CONSTRAINTS = {
+    "classifier": {**_sk.MLPClassifier._parameter_constraints, **_FASTBP_ONLY, "class_weight": "no_validation"},
+    "regressor": {**_sk.MLPRegressor._parameter_constraints, **_FASTBP_ONLY},
+}
+
+STOCHASTIC_SOLVERS = ("sgd", "adam")
+
 
 def hidden_sizes(value) -> list[int]:
-    """``hidden_layer_sizes`` as a list of positive ints (an int means one hidden layer)."""
-    sizes = [value] if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
-    try:
-        sizes = list(sizes)
-    except TypeError:
-        raise TypeError(
-            f"hidden_layer_sizes: expected an int or a sequence of ints, got {type(value).__name__} {value!r}"
-        ) from None
-    if isinstance(value, str) or not all(POSITIVE_INT.accepts(s) for s in sizes):
-        raise ValueError(f"hidden_layer_sizes: expected positive ints, got {value!r}")
-    return [int(s) for s in sizes]
+    """``hidden_layer_sizes`` as a list of ints, checked as scikit-learn checks it.
+
+    scikit-learn's test and message for sizes <= 0 are copied; a size that is
+    not an integer makes scikit-learn fail later with numpy's TypeError, which
+    :func:`operator.index` raises here with the same text, before any work.
+    """
+    sizes = value
+    if not hasattr(sizes, "__iter__"):
+        sizes = [sizes]
+    sizes = list(sizes)
+    if np.any(np.array(sizes) <= 0):
+        raise ValueError(f"hidden_layer_sizes must be > 0, got {sizes}.")
+    return [operator.index(s) for s in sizes]
 
 
 def dropout_rates(value, n_hidden: int) -> list[float]:
@@ -100,13 +93,28 @@ def resolve_dtype(value):
     return dt
 
 
-def check(est) -> None:
-    """Check every constructor parameter of a fastbp MLP estimator."""
-    if est.solver == "lbfgs":
-        raise ValueError(
-            "solver: 'lbfgs' is not supported by fastbp, which implements the stochastic solvers "
-            "'sgd' and 'adam'; use scikit-learn's own MLP for L-BFGS"
-        )
-    dropout_rates(est.dropout, len(hidden_sizes(est.hidden_layer_sizes)))
+def check(est) -> list[int]:
+    """Check fastbp's own constructor parameters of an MLP estimator; returns the hidden layer sizes.
+
+    scikit-learn's parameters have been validated before (``_fit_context``);
+    ``hidden_layer_sizes`` gets scikit-learn's further check here.
+    """
     v.check_params({name: getattr(est, name) for name in CONSTRAINTS}, CONSTRAINTS)
     resolve_dtype(est.dtype)  # the constraint takes types and dtypes; this checks they are float32 or float64
+    hidden = hidden_sizes(est.hidden_layer_sizes)
+    rates = dropout_rates(est.dropout, len(hidden))
+    if est.solver not in STOCHASTIC_SOLVERS:
+        # L-BFGS minimises one deterministic full-data objective: dropout would make it random
+        # (and its line search fail), and batch statistics over row blocks would not be the
+        # statistics of the data.
+        if any(rates):
+            raise ValueError(
+                f"dropout: solver='lbfgs' needs dropout=0 (L-BFGS minimises a deterministic objective), "
+                f"got dropout={est.dropout!r}; use solver='adam' or 'sgd' with dropout"
+            )
+        if est.batch_norm:
+            raise ValueError(
+                "batch_norm: solver='lbfgs' needs batch_norm=False (batch statistics belong to "
+                f"minibatch training), got batch_norm={est.batch_norm!r}; use solver='adam' or 'sgd' with batch_norm"
+            )
+    return hidden
