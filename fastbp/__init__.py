@@ -5,7 +5,7 @@ softmax-cross-entropy, bias reduction); each has a plain-numpy twin in
 :mod:`fastbp.reference` used as test oracle and benchmark baseline.
 """
 
-from . import datasets, jit, kernels, ops, reference, schedules
+from . import checkpoint, datasets, jit, kernels, ops, reference, schedules
 from .io import load, save
 from .layers import (
     ELU,
@@ -40,6 +40,7 @@ __all__ = [
     "reference",
     "datasets",
     "schedules",
+    "checkpoint",
     "jit",
     "SGD",
     "Adam",

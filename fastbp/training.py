@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _validate as v
+from . import checkpoint as _ckpt
+from .checkpoint import Position, TrainingState
 from .layers import Softmax
 from .loop import Batches, backward_update, count_correct, defer_interrupts, forward_loss, is_classifier
 from .losses import CrossEntropy, Loss, SoftmaxCrossEntropy
@@ -214,22 +216,31 @@ class _Epoch:
         self.clip_norm, self.progress = clip_norm, progress
         self.classifier = is_classifier(loss)
 
-    def run(self, epoch: int, order: np.ndarray, interrupted, history) -> dict:
-        """Train on every batch; returns the logs: loss, accuracy and throughput."""
+    def run(self, epoch: int, order: np.ndarray, interrupted, history, position: Position, after_step) -> dict:
+        """Train on the batches of ``order`` (n,) from ``position.batches`` on; returns the logs: loss, accuracy
+        and throughput.
+
+        ``position`` holds the epoch's running sums and is brought up to date after every step,
+        before ``after_step()`` runs (to write a checkpoint: outside the timed part); a resumed
+        epoch so continues from the sums its checkpoint saved.
+        """
         safe_state = (self.model.state_dict(), self.optimizer.state_dict())  # for a NaN rollback
-        t0 = time.perf_counter()
-        total, correct = 0.0, 0
-        for b, start in enumerate(range(0, self.n, self.batch)):
+        for b in range(position.batches, self.n_batches):
+            t0 = time.perf_counter()
+            start = b * self.batch
             idx = order[start : start + self.batch]
             xb, yb = self.batches.gather(idx)
             out, batch_loss = forward_loss(self.model, self.loss, xb, yb)
             if not math.isfinite(batch_loss):
                 self._fail(batch_loss, epoch, b, start, idx.shape[0], safe_state)
             if self.classifier:
-                correct += count_correct(out, yb, self.loss)
+                position.correct += count_correct(out, yb, self.loss)
             backward_update(self.model, self.loss, self.optimizer, self.params, self.clip_norm)
-            total += batch_loss * idx.shape[0]
+            position.total += batch_loss * idx.shape[0]
+            position.batches = b + 1
+            position.elapsed += time.perf_counter() - t0
             self.progress.batch(idx.shape[0])
+            after_step()
             if interrupted():
                 raise TrainingInterrupted(epoch, b + 1, self.n_batches, history)
         if not all(np.isfinite(p.data).all() for p in self.params):
@@ -241,10 +252,10 @@ class _Epoch:
                 "the model was restored to the start of the epoch. Lower the learning rate, "
                 "clip gradients (clip_norm=...) or check the data for NaN/inf."
             )
-        elapsed = time.perf_counter() - t0
-        logs = {"loss": total / self.n, "samples_per_sec": self.n / elapsed if elapsed > 0 else float("inf")}
+        elapsed = position.elapsed
+        logs = {"loss": position.total / self.n, "samples_per_sec": self.n / elapsed if elapsed > 0 else float("inf")}
         if self.classifier:
-            logs["accuracy"] = correct / self.n
+            logs["accuracy"] = position.correct / self.n
         return logs
 
     def _fail(self, batch_loss, epoch, b, start, m, safe_state):
@@ -283,6 +294,14 @@ class _Monitor:
         if self.keep_best and self.best_state is not None:
             model.load_state_dict(self.best_state)
 
+    def state_dict(self) -> dict:
+        """``best`` (float, inf before any epoch), ``bad_epochs`` and ``best_state`` (weights, or None); not copies."""
+        return {"best": self.best, "bad_epochs": self.bad_epochs, "best_state": self.best_state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.bad_epochs = float(state["best"]), int(state["bad_epochs"])
+        self.best_state = state["best_state"] if self.keep_best else None
+
 
 def _record(history: History, logs: dict, lr: float) -> None:
     history.loss.append(logs["loss"])
@@ -302,6 +321,41 @@ def _validation_logs(model, loss, validation, batch: int) -> dict:
     if "accuracy" in ev:
         logs["val_accuracy"] = ev["accuracy"]
     return logs
+
+
+def _epochs(
+    state: TrainingState, one_epoch: _Epoch, epochs, shuffle, validation, callbacks, progress_, interrupted, saver
+):
+    """Train from ``state.position`` until ``epochs``, early stopping or a callback says stop."""
+    model, optimizer, lr_schedule, history = state.model, state.optimizer, state.lr_schedule, state.history
+    if history.stopped_early:  # resumed from the end of a run early stopping ended: nothing is left to do
+        return
+    for epoch in range(state.position.epochs + 1, epochs + 1):
+        if shuffle and state.position.batches == 0:  # else resumed mid-epoch, in the order the checkpoint saved
+            state.rng.shuffle(state.order)
+        logs = one_epoch.run(epoch, state.order, interrupted, history, state.position, lambda: saver.after_step(state))
+        if validation is not None:
+            logs.update(_validation_logs(model, one_epoch.loss, validation, one_epoch.batch))
+            if not math.isfinite(logs["val_loss"]):
+                raise NonFiniteLossError(
+                    f"validation loss became {logs['val_loss']} after epoch {epoch} (the parameters are "
+                    "finite: the validation data may hold NaN/inf or values far outside the training "
+                    "data's range)"
+                )
+        _record(history, logs, optimizer.lr)
+        monitored = logs.get("val_loss", logs["loss"])
+        stop = state.monitor.update(model, epoch, monitored, history)
+        if lr_schedule is not None:
+            lr_schedule.step(monitored) if isinstance(lr_schedule, ReduceLROnPlateau) else lr_schedule.step()
+        stop = any(bool(cb(epoch, logs, model)) for cb in callbacks) or stop
+        state.position = Position(epochs=epoch)
+        saver.after_epoch(state)
+        progress_.epoch(epoch, logs, last=stop)
+        if interrupted():  # pressed during validation or callbacks: the epoch is whole
+            n = one_epoch.n_batches
+            raise TrainingInterrupted(epoch, n, n, history)
+        if stop:
+            break
 
 
 def fit(
@@ -325,6 +379,10 @@ def fit(
     clip_norm: float | None = None,
     callbacks=(),
     progress: bool = True,
+    checkpoint=None,
+    checkpoint_every: int = 1,
+    checkpoint_unit: str = "epoch",
+    resume=None,
 ) -> History:
     """Train ``model`` on ``(X, y)`` with minibatch gradient descent.
 
@@ -346,6 +404,21 @@ def fit(
     callbacks : callables ``cb(epoch, logs, model)``; returning True stops training
     progress : on a terminal, one tqdm bar over the run (needs tqdm: the ``progress`` extra);
         elsewhere a line per epoch on stderr, at most every 5 seconds
+    checkpoint : path or None
+        Write a checkpoint (:mod:`fastbp.checkpoint`, docs/checkpoints.md) here, atomically:
+        every ``checkpoint_every`` epochs or steps, and when training ends (all epochs,
+        early stopping, a callback, or Ctrl-C); not on NonFiniteLossError, which keeps the
+        last one written.
+    checkpoint_every : int >= 1
+    checkpoint_unit : "epoch" or "step" (optimizer steps, counted over the whole run)
+    resume : path, True or None
+        Continue the run a checkpoint file holds; it ends as the run that was never stopped
+        would have, bit for bit given the same thread count (but for ``samples_per_sec``). The
+        other arguments must be those of that run: ``epochs`` may be larger (to train longer);
+        a different model, loss or optimizer type, data, ``batch_size``, ``shuffle``, ``seed``,
+        schedule, early-stopping setting or ``clip_norm`` is a ValueError naming it. The
+        optimizer's hyperparameters and rates are the checkpoint's. ``True``: continue from
+        ``checkpoint`` if that file exists, else start afresh (a script that can be rerun).
 
     Returns
     -------
@@ -356,10 +429,12 @@ def fit(
     NonFiniteLossError
         When a batch's loss is NaN or infinite; the model is left at its last finite
         parameters (those before the failing batch, or the start of the epoch if an
-        update had already made them non-finite).
+        update had already made them non-finite; after a resume mid-epoch, the resume point).
     TrainingInterrupted
         On Ctrl-C (a KeyboardInterrupt), raised after the running step completes, so the
         model is consistent; it says how far training got and carries the History.
+    FileNotFoundError
+        When ``resume`` names a file that does not exist.
     """
     _check_components(model, loss, optimizer)
     epochs = v.positive_int(epochs, "epochs")
@@ -368,41 +443,44 @@ def fit(
     if clip_norm is not None:
         clip_norm = v.check(clip_norm, "clip_norm", v.POSITIVE)
     min_delta = v.check(min_delta, "min_delta", v.NON_NEGATIVE)
+    path, every, unit, source = _ckpt.check_arguments(
+        checkpoint, checkpoint_every, checkpoint_unit, resume, lr_schedule
+    )
     X, y, validation = _training_and_validation(model, X, y, loss, validation_data, validation_split)
+    monitor = _Monitor(early_stopping, patience, min_delta, restore_best)
+    state = TrainingState(
+        model, optimizer, lr_schedule, np.random.default_rng(seed), np.arange(X.shape[0]), monitor, History()
+    )
+    fingerprint = None
+    if path is not None or source is not None:
+        settings = {
+            "batch_size": batch_size,
+            "shuffle": bool(shuffle),
+            "seed": seed,
+            "early_stopping": bool(early_stopping),
+            "patience": patience,
+            "min_delta": min_delta,
+            "restore_best": bool(restore_best),
+            "clip_norm": clip_norm,
+        }
+        fingerprint = _ckpt.fingerprint(model, loss, optimizer, lr_schedule, X, y, validation, settings)
+        if source is not None:
+            _ckpt.restore(_ckpt.read(source), state, fingerprint, epochs)
     progress_ = Progress(epochs, X.shape[0], progress)
     one_epoch = _Epoch(model, loss, optimizer, X, y, batch_size, clip_norm, progress_)
-    monitor = _Monitor(early_stopping, patience, min_delta, restore_best)
-    rng = np.random.default_rng(seed)
-    order = np.arange(X.shape[0])
-    history = History()
+    # A resumed run's bar starts where its checkpoint was.
+    progress_.batch(state.position.epochs * one_epoch.n + min(state.position.batches * one_epoch.batch, one_epoch.n))
+    saver = _ckpt.Saver(path, every, unit, fingerprint, one_epoch.n_batches)
     model.train()
     try:
         with defer_interrupts() as interrupted:
-            for epoch in range(1, epochs + 1):
-                if shuffle:
-                    rng.shuffle(order)
-                logs = one_epoch.run(epoch, order, interrupted, history)
-                if validation is not None:
-                    logs.update(_validation_logs(model, loss, validation, one_epoch.batch))
-                    if not math.isfinite(logs["val_loss"]):
-                        raise NonFiniteLossError(
-                            f"validation loss became {logs['val_loss']} after epoch {epoch} (the parameters are "
-                            "finite: the validation data may hold NaN/inf or values far outside the training "
-                            "data's range)"
-                        )
-                _record(history, logs, optimizer.lr)
-                monitored = logs.get("val_loss", logs["loss"])
-                stop = monitor.update(model, epoch, monitored, history)
-                if lr_schedule is not None:
-                    lr_schedule.step(monitored) if isinstance(lr_schedule, ReduceLROnPlateau) else lr_schedule.step()
-                stop = any(bool(cb(epoch, logs, model)) for cb in callbacks) or stop
-                progress_.epoch(epoch, logs, last=stop)
-                if interrupted():  # pressed during validation or callbacks: the epoch is whole
-                    n = one_epoch.n_batches
-                    raise TrainingInterrupted(epoch, n, n, history)
-                if stop:
-                    break
+            try:
+                _epochs(state, one_epoch, epochs, shuffle, validation, callbacks, progress_, interrupted, saver)
+            except TrainingInterrupted:
+                saver.save(state)  # the step it stopped after is whole: a resume continues from there
+                raise
+            saver.save(state)
     finally:
         progress_.close()
     monitor.restore(model)
-    return history
+    return state.history

@@ -264,3 +264,10 @@ def test_a_pending_ctrl_c_is_raised_when_the_deferring_block_ends():
 def test_layer_arguments_that_used_to_pass_unchecked(make, err, match):
     with pytest.raises(err, match=match):
         make()
+
+
+@pytest.mark.parametrize("schedule", [fastbp.schedules.StepLR, fastbp.schedules.ReduceLROnPlateau])
+def test_a_schedule_names_a_wrong_optimizer(schedule):
+    kwargs = {"step_size": 1} if schedule is fastbp.schedules.StepLR else {}
+    with pytest.raises(TypeError, match="optimizer: expected a fastbp optimizer, got str"):
+        schedule("sgd", **kwargs)

@@ -1,4 +1,4 @@
-"""Command line: ``fastbp train``, ``fastbp predict``, ``fastbp bench``, ``fastbp info``.
+"""Command line: ``fastbp train``, ``fastbp predict``, ``fastbp export``, ``fastbp bench``, ``fastbp info``.
 
 Every argument is checked when it is parsed, before anything prints or trains;
 an error is one line naming the argument, and the exit status is 2. Ctrl-C
@@ -93,6 +93,32 @@ def _train_parser(sub):
     )
     tr.add_argument(
         "--no-progress", action="store_true", help="no progress bar or epoch lines (default: shown on stderr)"
+    )
+    ck = tr.add_argument_group("checkpoints", "continue a killed or interrupted run exactly (docs/checkpoints.md)")
+    ck.add_argument(
+        "--checkpoint",
+        type=c.output_file(),
+        metavar="PATH",
+        help="write everything needed to continue here, atomically, every --checkpoint-every epochs and when "
+        "training stops (default: none)",
+    )
+    ck.add_argument(
+        "--checkpoint-every",
+        type=c.positive_int,
+        metavar="N",
+        help="epochs (or steps) between checkpoints (default: 1)",
+    )
+    ck.add_argument(
+        "--checkpoint-unit", choices=["epoch", "step"], help="what --checkpoint-every counts (default: epoch)"
+    )
+    ck.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        type=c.input_file(),
+        metavar="PATH",
+        help="continue the run this checkpoint holds, with the same options (--epochs may be larger); bare "
+        "--resume: from --checkpoint if that file exists, else start afresh (default: start afresh)",
     )
     tr.set_defaults(func=cmd_train)
 

@@ -1,7 +1,8 @@
-"""``fastbp train``: read the data, choose the task, standardize, train, report, save."""
+"""``fastbp train``: read the data, choose the task, standardize, train (with checkpoints if asked), report, save."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -108,11 +109,58 @@ def _scores(model, X, y, classes, loss):
     return f"RMSE {float(np.sqrt(err.mean())):.4g}, R^2 {r2:.4f} (target units)"
 
 
+def _check_checkpoint_options(args) -> None:
+    """The checkpoint options that only make sense together, refused before anything runs."""
+    for option, value in (("--checkpoint-every", args.checkpoint_every), ("--checkpoint-unit", args.checkpoint_unit)):
+        if value is not None and not args.checkpoint:
+            raise ValueError(f"{option}: needs --checkpoint PATH (where to write), got {option} alone")
+    if args.resume is True and not args.checkpoint:
+        raise ValueError("--resume: without a PATH it continues from --checkpoint PATH, which was not given")
+
+
+def _describe_checkpoints(args) -> list[str]:
+    """Lines saying where checkpoints go and what the run continues from (reads the checkpoint's position)."""
+    from .. import checkpoint
+
+    lines = []
+    if args.checkpoint:
+        every, unit = args.checkpoint_every or 1, args.checkpoint_unit or "epoch"
+        lines.append(f"checkpoint: {args.checkpoint}, every {every} {unit}{'' if every == 1 else 's'} and at the end")
+    source = args.checkpoint if args.resume is True else args.resume
+    if source and os.path.exists(source):
+        lines.append(f"resume: from {source}, {checkpoint.read(source).position.describe()} done")
+    elif args.resume is True:
+        lines.append(f"resume: no checkpoint at {source} yet; starting afresh")
+    return lines
+
+
+# What the fit arguments a resume compares are called here.
+_OPTIONS = {
+    "model": "--hidden/--activation/--batchnorm/--layernorm/--dropout/--dtype/--seed",
+    "X, y": "--data/--target/--task/--test-size/--seed/--no-standardize",
+    "batch_size": "--batch-size",
+    "seed": "--seed",
+    "optimizer": "--optimizer",
+    "loss": "--task",
+    "epochs": "--epochs",
+}
+
+
+def _as_option(error: ValueError) -> ValueError:
+    """``error`` of fit's resume checks, naming the command line's options instead of fit's arguments."""
+    text = str(error)
+    for name, option in _OPTIONS.items():
+        if text.startswith(name + ":") and "checkpoint" in text:
+            return ValueError(option + text[len(name) :])
+    return error
+
+
 def cmd_train(args) -> int:
     import fastbp
 
     from .. import datasets, tabular
 
+    _check_checkpoint_options(args)
     t_start = time.perf_counter()
     if args.threads:
         fastbp.set_num_threads(args.threads)
@@ -144,6 +192,8 @@ def cmd_train(args) -> int:
         f"model: {_describe_model(args, sizes, dtype)}, {dtype}, {args.optimizer} lr={args.lr}, "
         f"batch {args.batch_size}, {args.epochs} epochs, {fastbp.get_num_threads()} threads"
     )
+    for line in _describe_checkpoints(args):
+        print(line)
     meta = {"task": task, "feature_names": names, "target": args.target, "standardized": args.standardize}
     if classes is not None:
         meta["classes"] = classes
@@ -158,16 +208,23 @@ def cmd_train(args) -> int:
             batch_size=args.batch_size,
             seed=args.seed,
             progress=not args.no_progress,
+            checkpoint=args.checkpoint,
+            checkpoint_every=args.checkpoint_every or 1,
+            checkpoint_unit=args.checkpoint_unit or "epoch",
+            resume=args.resume,
         )
     except fastbp.TrainingInterrupted as stop:
         final = _finish(model, unscale, meta)
         saved = _save(final, opt, args.out)
+        resumable = f"; checkpoint in {args.checkpoint} (--resume continues)" if args.checkpoint else ""
         print(
             f"interrupted in epoch {stop.epoch} after batch {stop.batches} of {stop.batches_per_epoch} "
-            f"({stop.completed_epochs} full epoch{'' if stop.completed_epochs == 1 else 's'}); {saved}",
+            f"({stop.completed_epochs} full epoch{'' if stop.completed_epochs == 1 else 's'}); {saved}{resumable}",
             file=sys.stderr,
         )
         return 130
+    except ValueError as e:
+        raise _as_option(e) from None
     final = _finish(model, unscale, meta)
     print(f"train: {_scores(final, X_tr, y_tr, classes, loss)}")
     print(f"test:  {_scores(final, X_te, y_te, classes, loss)}")
