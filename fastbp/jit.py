@@ -13,19 +13,30 @@ serial build would share one entry) nor the source of helpers in other files
 therefore lives in a folder of its own, keyed by the package version and a
 hash of every file kernels are compiled from, and each entry's key includes
 the compile options. See :func:`cache_dir`.
+
+A damaged cache never stops fastbp: every index and data file carries a
+checksum, an entry that cannot be read (truncated, overwritten, a bit flipped)
+is removed and its kernel recompiled, and a cache that cannot be written (a
+full disk, a read-only folder) leaves the compiled kernel in memory; each case
+warns once per process with a :class:`KernelCacheWarning`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import glob
 import hashlib
 import os
+import pickle
+import secrets
 import types
 import warnings
 from pathlib import Path
 
 import numba
 from numba.core.caching import CompileResultCacheImpl, FunctionCache, UserProvidedCacheLocator
+from numba.core.serialize import dumps
 
 from . import threads
 from .version import __version__
@@ -120,8 +131,138 @@ class _CacheImpl(CompileResultCacheImpl):
     _locator_classes = [_Locator]
 
 
+class KernelCacheWarning(RuntimeWarning):
+    """fastbp's kernel cache could not be used (unreadable entries, or nowhere to write); kernels compile instead."""
+
+
+_warned: set[str] = set()  # kinds of cache trouble already reported in this process
+
+
+def _warn_once(kind: str, message: str) -> None:
+    """Warn about ``kind`` of cache trouble once per process: every kernel would report the same fault."""
+    if kind in _warned:
+        return
+    _warned.add(kind)
+    warnings.warn(message, KernelCacheWarning, stacklevel=3)
+
+
+class CorruptCacheFile(ValueError):
+    """A kernel cache file that is not a complete file written by this fastbp (its checksum does not match)."""
+
+
+# Every cache file is _MAGIC, the sha256 of the payload, then the payload (a pickle). numba's own
+# files are bare pickles: a truncated or overwritten one fails to unpickle, but a flipped byte in
+# the machine code would load and run. The checksum turns every kind of damage into a miss.
+_MAGIC = b"fastbp-kernel-cache-1\n"
+_HEAD = len(_MAGIC) + hashlib.sha256().digest_size
+
+
+def _pack(payload: bytes) -> bytes:
+    return _MAGIC + hashlib.sha256(payload).digest() + payload
+
+
+def _unpack(raw: bytes, path: Path) -> bytes:
+    """The payload of a cache file, or CorruptCacheFile when ``raw`` is not exactly what :func:`_pack` wrote."""
+    if len(raw) < _HEAD or not raw.startswith(_MAGIC):
+        raise CorruptCacheFile(f"{path}: not a fastbp kernel cache file ({len(raw)} bytes without its header)")
+    if hashlib.sha256(raw[_HEAD:]).digest() != raw[len(_MAGIC) : _HEAD]:
+        raise CorruptCacheFile(f"{path}: checksum mismatch (truncated, overwritten or damaged)")
+    return raw[_HEAD:]
+
+
+def _write(path: Path, payload: bytes) -> None:
+    """Write ``path`` through a temporary file and a rename: readers see the old file or the whole new one."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(_pack(payload))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a full disk may leave it half written
+            os.unlink(tmp)
+        raise
+
+
+class _CacheFile:
+    """One function's cache files: the index ``<base>.nbi`` and data files ``<base>.<n>.nbc``, checksummed.
+
+    It stands in for numba's ``IndexDataCacheFile`` (same names and the same
+    three methods: ``load``, ``save``, ``flush``), which trusts whatever it
+    reads. Damage raises :class:`CorruptCacheFile` (or the unpickling error),
+    for :meth:`_Cache.load_overload` to turn into a miss; a data file removed
+    since the index was read is a plain miss.
+    """
+
+    def __init__(self, cache_path: str, filename_base: str, source_stamp):
+        self._folder = Path(cache_path)
+        self._base = filename_base
+        self._index = self._folder / f"{filename_base}.nbi"
+        self._stamp = source_stamp
+
+    def _read(self, path: Path):
+        payload = _unpack(path.read_bytes(), path)
+        try:
+            return pickle.loads(payload)
+        except Exception as e:  # a checksummed payload this numba cannot read (it cannot be another numba's)
+            raise CorruptCacheFile(f"{path}: unreadable entry ({type(e).__name__}: {e})") from e
+
+    def _overloads(self) -> dict:
+        """The index's ``{key: data file name}``; empty when there is no index or it is for other sources."""
+        try:
+            content = self._read(self._index)
+        except FileNotFoundError:
+            return {}
+        if not (isinstance(content, tuple) and len(content) == 3 and isinstance(content[2], dict)):
+            raise CorruptCacheFile(f"{self._index}: not a kernel cache index")
+        version, stamp, overloads = content
+        return overloads if (version, stamp) == (numba.__version__, self._stamp) else {}
+
+    def load(self, key):
+        name = self._overloads().get(key)
+        if name is None:
+            return None
+        try:
+            return self._read(self._folder / name)
+        except FileNotFoundError:  # removed by another process since the index was read
+            return None
+
+    def save(self, key, data) -> None:
+        try:
+            overloads = self._overloads()
+        except (CorruptCacheFile, OSError):  # a damaged index is replaced, not fatal
+            overloads = {}
+        name = overloads.get(key) or self._free_name(overloads)
+        # The data file first: an index never names a file that is not there yet.
+        _write(self._folder / name, dumps(data))
+        overloads[key] = name
+        self._save_index(overloads)
+
+    def flush(self) -> None:
+        self._save_index({})
+
+    def _save_index(self, overloads: dict) -> None:
+        _write(self._index, dumps((numba.__version__, self._stamp, overloads)))
+
+    def _free_name(self, overloads: dict) -> str:
+        """The first ``<base>.<n>.nbc`` no entry uses (of n = 1 .. len + 1, one is free)."""
+        used = set(overloads.values())
+        names = (f"{self._base}.{n}.nbc" for n in range(1, len(used) + 2))
+        return next(name for name in names if name not in used)
+
+    def discard(self) -> None:
+        """Remove the index and every data file of this function (after damage: they recompile)."""
+        for path in [self._index, *self._folder.glob(f"{glob.escape(self._base)}.*.nbc")]:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
 class _Cache(FunctionCache):
-    """numba's function cache with the compile options in every entry's key."""
+    """numba's function cache with the compile options in every entry's key, checksummed files and no fatal errors.
+
+    Loading an entry that is damaged in any way is a miss (the entry is removed,
+    the kernel compiles and is saved again); failing to save one (ENOSPC, EACCES,
+    a read-only folder) keeps the compiled kernel in memory. Both warn once per process.
+    """
 
     _impl_class = _CacheImpl
 
@@ -130,9 +271,33 @@ class _Cache(FunctionCache):
             sorted((k, sorted(v) if isinstance(v, (set, frozenset)) else v) for k, v in options.items())
         )
         super().__init__(py_func)
+        # numba's Cache builds its IndexDataCacheFile here and reads and writes only through it.
+        self._cache_file = _CacheFile(self.cache_path, self._impl.filename_base, self._impl.locator.get_source_stamp())
 
     def _index_key(self, sig, codegen):
         return (*super()._index_key(sig, codegen), self._options_key)
+
+    def load_overload(self, sig, target_context):
+        try:
+            return super().load_overload(sig, target_context)
+        except Exception as e:  # any damage (CorruptCacheFile, OSError, numba failing to rebuild): a miss
+            self._cache_file.discard()
+            _warn_once(
+                "load",
+                f"fastbp: damaged kernel cache entry in {self.cache_path} ({type(e).__name__}: {e}); "
+                "removed, the kernels recompile and are cached again",
+            )
+            return None
+
+    def save_overload(self, sig, data):
+        try:
+            super().save_overload(sig, data)
+        except Exception as e:  # the kernel is compiled: a cache that cannot take it must not stop the caller
+            _warn_once(
+                "save",
+                f"fastbp: cannot write the kernel cache in {self.cache_path} ({type(e).__name__}: {e}); "
+                "the compiled kernels are used in this process and compile again in the next",
+            )
 
 
 def _renamed(py_func, suffix: str):
@@ -157,8 +322,9 @@ def jit(py_func, **options):
     if cache and not numba.config.DISABLE_JIT:
         try:
             # numba has no public hook for another cache: ``cache=True`` always builds its own
-            # FunctionCache. Replacing the dispatcher's ``_cache`` is the one private numba attribute
-            # fastbp touches; tests/test_cache.py fails if numba stops using it.
+            # FunctionCache. fastbp touches three private numba attributes: the dispatcher's ``_cache``
+            # (replaced here), and the cache's ``_impl`` and ``_cache_file`` (in _Cache.__init__);
+            # tests/test_cache.py and tests/test_cache_faults.py fail if numba stops using them.
             dispatcher._cache = _Cache(py_func, opts)
         except RuntimeError as e:
             if "cannot cache" not in str(e):
@@ -167,7 +333,7 @@ def jit(py_func, **options):
             warnings.warn(
                 f"fastbp: no writable kernel cache folder ({cache_dir()}); kernels compile in every "
                 "process. Set FASTBP_CACHE_DIR to a writable folder to cache them.",
-                RuntimeWarning,
+                KernelCacheWarning,
                 stacklevel=2,
             )
     return dispatcher
@@ -193,7 +359,9 @@ class Kernel:
         self.__module__ = py_func.__module__
 
     def __call__(self, *args):
-        if threads.use_parallel(args[0].size):
+        work = args[0].size
+        # Small work is decided here without a call: this runs on every kernel call of a predict.
+        if work >= threads._state.parallel_min_work and threads.use_parallel(work):
             return self.parallel(*args)
         return self.serial(*args)
 

@@ -257,8 +257,14 @@ class SGD(Optimizer):
             raise ValueError(f"{where + ': ' if where else ''}nesterov: requires momentum > 0")
 
     def _step_group(self, group, indices):
-        bufs = self._flat_state.get("momentum_buffer")
         lr, momentum, wd, nesterov = group["lr"], group["momentum"], group["weight_decay"], group["nesterov"]
+        if momentum and "momentum_buffer" not in self.state:
+            # Momentum set after construction (opt.momentum = 0.9): the buffers start now, at
+            # zeros, as PyTorch's do at their first step; the kernel must never get an empty one.
+            self._state_names = ("momentum_buffer",)
+            self.state["momentum_buffer"] = [np.zeros_like(p.data) for p in self.params]
+            self._flat_state["momentum_buffer"] = [a.reshape(-1) for a in self.state["momentum_buffer"]]
+        bufs = self._flat_state.get("momentum_buffer")
         for i in indices:
             w, g = self._flat[i]
             t = w.dtype.type

@@ -271,3 +271,16 @@ def test_a_schedule_names_a_wrong_optimizer(schedule):
     kwargs = {"step_size": 1} if schedule is fastbp.schedules.StepLR else {}
     with pytest.raises(TypeError, match="optimizer: expected a fastbp optimizer, got str"):
         schedule("sgd", **kwargs)
+
+
+def test_momentum_set_after_construction_gets_buffers_and_matches_a_momentum_sgd():
+    a, b = fastbp.Linear(4, 3, seed=0), fastbp.Linear(4, 3, seed=0)
+    late, built = fastbp.SGD(a.parameters(), lr=0.1), fastbp.SGD(b.parameters(), lr=0.1, momentum=0.9)
+    late.momentum = 0.9
+    for layer, opt in ((a, late), (b, built)):
+        for _ in range(3):
+            layer.forward(np.ones((2, 4), np.float32))
+            layer.backward()
+            opt.step()
+    np.testing.assert_array_equal(a.W.data, b.W.data)
+    assert set(late.state_dict()["state"]) == {"momentum_buffer"}
