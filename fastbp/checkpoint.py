@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from . import _validate as v
-from .io import write_atomically
+from .io import Archive, ArchiveError, write_atomically
 from .model import Sequential
 from .optim import Optimizer
 from .version import __version__
@@ -453,13 +453,14 @@ def read(path) -> Checkpoint:
     """
     path = os.fspath(path)
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise _Malformed("not a fastbp checkpoint (a single .npy array, not an .npz archive)")
-        with loaded as npz:
-            return _parse(path, npz)
+        # io.read_archive checks every entry's declared size against its .npy header before
+        # reading it: a small file cannot inflate into a large one, and pickles are refused.
+        with Archive(path) as archive:
+            return _parse(path, archive)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
+    except ArchiveError as e:
+        raise ValueError(f"{path}: not a fastbp checkpoint: {e.why}") from None
     except _Malformed as e:
         raise ValueError(f"{path}: {e}") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as e:

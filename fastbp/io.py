@@ -1006,3 +1006,82 @@ def load(path, *, with_optimizer: bool = False, backend: str = "numba"):
             return _load(fh, size, bool(with_optimizer), backend)
         except _Malformed as e:
             raise _bad(path, str(e)) from e.__cause__
+
+
+class ArchiveError(ValueError):
+    """:func:`read_archive`'s error: the message names the path; ``why`` is what is wrong."""
+
+    def __init__(self, path: str, why: str):
+        super().__init__(f"{path}: {why}")
+        self.why = why
+
+
+class Archive:
+    """An ``.npz`` archive (as ``np.savez`` writes), its arrays read one by one with the checks of :func:`load`.
+
+    For files whose arrays no model metadata declares (checkpoints). Opening reads
+    only the directory: no entry may be encrypted, overlap another or declare
+    more bytes than its compression can produce. ``archive[key]`` then reads one
+    array, after checking that the entry's size is exactly its ``.npy`` header's
+    array (before allocating it); pickled (object) arrays are refused unread.
+    Check :attr:`files` before reading, so that an unexpected entry is never inflated.
+
+    Raises
+    ------
+    ArchiveError
+        A ValueError naming ``path`` and what is wrong.
+    FileNotFoundError, IsADirectoryError, PermissionError
+        When ``path`` cannot be opened.
+    """
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self._fh = open(self.path, "rb")  # closed by close() or the with block
+        try:
+            size = os.fstat(self._fh.fileno()).st_size
+            if not zipfile.is_zipfile(self._fh):
+                raise _Malformed("not an .npz archive (a single .npy array, or truncated?)")
+            self._zf = _open_archive(self._fh)
+            try:
+                self._infos = _directory(self._zf, size)
+            except _READ_ERRORS as e:
+                raise _Malformed(f"not a readable archive (truncated or corrupted?): {e}") from e
+        except _Malformed as e:
+            self._fh.close()
+            raise ArchiveError(self.path, str(e)) from None
+        except BaseException:
+            self._fh.close()
+            raise
+
+    @property
+    def files(self) -> list:
+        """The entries' names (without ``.npy``)."""
+        return list(self._infos)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        info = self._infos[key]
+        try:
+            return _read_entry(self._zf, info, key, _exact_size(info, key))
+        except _Malformed as e:
+            raise ArchiveError(self.path, str(e)) from None
+
+    def close(self) -> None:
+        self._zf.close()
+        self._fh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _exact_size(info: zipfile.ZipInfo, key: str):
+    def check(shape, fortran, dtype, start):
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if info.file_size != start + nbytes:
+            raise _Malformed(
+                f"entry {key!r}: declares {info.file_size} bytes, its {dtype} {shape} array takes {start + nbytes}"
+            )
+
+    return check
