@@ -17,6 +17,7 @@ raise scikit-learn's ValueError (``tests/test_sklearn_divergence.py``).
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 
@@ -31,7 +32,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from .. import kernels
 from ..loop import Batches, defer_interrupts
 from ..threads import limit_threads
-from . import _lbfgs, _params
+from . import _checkpoint, _lbfgs, _params
 from ._network import BN_KEYS, Network, RegularizedNetwork, new_batch_norm_state
 from ._outputs import OutputLoss, activate
 from ._solvers import SGD, Adam
@@ -72,6 +73,8 @@ class BaseMLP(BaseEstimator):
         n_threads,
         dropout,
         batch_norm,
+        checkpoint,
+        checkpoint_every,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -100,6 +103,8 @@ class BaseMLP(BaseEstimator):
         self.n_threads = n_threads
         self.dropout = dropout
         self.batch_norm = batch_norm
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
 
     # -- hooks for the subclasses -------------------------------------------
     def _check_params(self) -> list[int]:
@@ -195,6 +200,7 @@ class BaseMLP(BaseEstimator):
         self.n_outputs_ = Y.shape[1]
         units = [n_features, *hidden, self.n_outputs_]
         self._random_state = check_random_state(self.random_state)
+        self._resume = self._open_checkpoint(X, Y, sw, incremental)
         if first_pass:
             self._initialize(units, dtype)
         else:
@@ -218,6 +224,28 @@ class BaseMLP(BaseEstimator):
                 "values and need to be preprocessed."
             )
         return self
+
+    def _open_checkpoint(self, X, Y, sw, incremental):
+        """``(path, fingerprint, checkpoint found or None, random state at the start)``, or None.
+
+        A checkpoint found puts the random state back where that fit started, so the
+        initialisation and the early-stopping split are drawn again as they were.
+        """
+        path = _checkpoint.check_arguments(self)
+        if path is None:
+            return None
+        if incremental:
+            raise ValueError("checkpoint: partial_fit does not write checkpoints; set checkpoint=None or call fit")
+        if self.solver not in _params.STOCHASTIC_SOLVERS:
+            raise ValueError(
+                f"checkpoint: needs solver='sgd' or 'adam' (L-BFGS runs in scipy), got solver={self.solver!r}"
+            )
+        fp = _checkpoint.fingerprint(self, X, Y, sw)
+        found = _checkpoint.read(path) if os.path.exists(path) else None
+        if found is not None:
+            _checkpoint.check_fingerprint(found, fp)
+            _checkpoint._set_rng(self._random_state, *found.start_rng())
+        return path, fp, found, _checkpoint._rng_state(self._random_state)
 
     def _initialize(self, units, dtype):
         """scikit-learn's initialisation, drawing the same numbers from the same stream."""
@@ -397,6 +425,8 @@ class BaseMLP(BaseEstimator):
             float(self.alpha),
         )
         sample_idx = np.arange(n, dtype=int)
+        if self._resume is not None and self._resume[2] is not None:  # continue the checkpoint's fit
+            sample_idx = _checkpoint.restore(self._resume[2], self, solver, net)
         regularized = isinstance(net, RegularizedNetwork)
         if regularized:
             net.train(True)
@@ -414,8 +444,12 @@ class BaseMLP(BaseEstimator):
     def _epochs(self, epoch, n, sample_idx, incremental, X_val, y_val, sw_val):
         try:
             with defer_interrupts() as interrupted:
-                self.n_iter_ = 0
-                for _ in range(self.max_iter):
+                resumed = self._resume is not None and self._resume[2] is not None
+                if not resumed:
+                    self.n_iter_ = 0
+                elif self._resume[2].meta["stopped"]:  # that fit had converged or stopped early
+                    return
+                for _ in range(self.n_iter_, self.max_iter):
                     if self.shuffle:
                         # sklearn.utils.shuffle(sample_idx, random_state=...) draws exactly this
                         # permutation; called directly, its parameter checks cost ~1 ms per epoch.
@@ -426,13 +460,23 @@ class BaseMLP(BaseEstimator):
                     if loss_sum is None:  # Ctrl-C: the last batch was applied whole
                         raise KeyboardInterrupt
                     self._end_epoch(loss_sum / (n - epoch.skipped), n, X_val, y_val, sw_val)
-                    if self._stop_now(incremental):
+                    stop = self._stop_now(incremental)
+                    self._write_checkpoint(epoch.net, sample_idx, stop)
+                    if stop:
                         break
         except KeyboardInterrupt:
             # scikit-learn's handling of a Ctrl-C during training: warn and keep the model (early
             # stopping then puts back the best weights). defer_interrupts raises a Ctrl-C still
             # pending when its body ends (one that came after the last batch), and that one too.
             warnings.warn("Training interrupted by user.", stacklevel=5)
+
+    def _write_checkpoint(self, net, sample_idx, stopped: bool) -> None:
+        """Every ``checkpoint_every`` iterations, and at the last one, when ``checkpoint`` is set."""
+        if self._resume is None:
+            return
+        path, fp, _, start_rng = self._resume
+        if stopped or self.n_iter_ == self.max_iter or self.n_iter_ % self.checkpoint_every == 0:
+            _checkpoint.save(path, self, self._solver, net, sample_idx, start_rng, stopped, fp)
 
     def _end_epoch(self, loss, n, X_val, y_val, sw_val):
         self.n_iter_ += 1

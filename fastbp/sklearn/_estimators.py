@@ -51,6 +51,18 @@ batch_norm : bool, default=False
     (a last batch of one sample is skipped); prediction uses the running
     statistics (``batch_norm_``). Its weights and biases are trained by the
     same solver, without the L2 term. Not in scikit-learn.
+checkpoint : path or None, default=None
+    With ``solver="sgd"`` or ``"adam"``: write everything the fit needs to
+    continue to this file (atomically) every ``checkpoint_every``
+    iterations and at the last one; a ``fit`` that finds the file continues
+    that fit and ends with the model of the fit never stopped, bit for bit
+    (same thread count). It must be the same fit: other parameters
+    (``max_iter`` may grow, ``verbose`` and ``n_threads`` may change) or
+    other data are a ValueError naming them; delete the file to start
+    anew. A fit that had converged continues no further. Not with
+    ``partial_fit``. Not in scikit-learn (docs/checkpoints.md).
+checkpoint_every : int >= 1, default=1
+    Iterations (epochs) between checkpoints.
 """
 
 _SHARED_ATTRIBUTES = """\
@@ -155,6 +167,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         n_threads=None,
         dropout=0.0,
         batch_norm=False,
+        checkpoint=None,
+        checkpoint_every=1,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -184,6 +198,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             n_threads=n_threads,
             dropout=dropout,
             batch_norm=batch_norm,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
         )
         self.class_weight = class_weight
 
@@ -381,6 +397,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         n_threads=None,
         dropout=0.0,
         batch_norm=False,
+        checkpoint=None,
+        checkpoint_every=1,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -410,6 +428,8 @@ class MLPRegressor(RegressorMixin, BaseMLP):
             n_threads=n_threads,
             dropout=dropout,
             batch_norm=batch_norm,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
         )
         self.loss = loss
 

@@ -28,12 +28,15 @@ CONSTRAINTS: dict[str, list] = {
     "dtype": [NoneValue(), Options("float32", "float64"), InstanceOf((type, np.dtype), "a numpy float dtype")],
     "n_threads": [NoneValue(), POSITIVE_INT],
     "batch_norm": [Boolean()],
+    "checkpoint_every": [POSITIVE_INT],
 }
 
 # The classifier's own parameter.
 CLASS_WEIGHT = [NoneValue(), Options("balanced"), InstanceOf(dict, "a dict {class: weight}")]
 
-_FASTBP_ONLY: dict = {name: "no_validation" for name in ("dtype", "n_threads", "dropout", "batch_norm")}
+_FASTBP_ONLY: dict = {
+    name: "no_validation" for name in ("dtype", "n_threads", "dropout", "batch_norm", "checkpoint", "checkpoint_every")
+}
 
 # ``_parameter_constraints`` of the estimators: the installed scikit-learn's, so that its
 # validation (and messages) are exactly scikit-learn's, plus fastbp's own parameters, marked
