@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import io
+from fastbp import _atomic, io
 from fastbp.cli import main
 
 # -- models and files ----------------------------------------------------------------------------
@@ -744,7 +744,7 @@ def _dead_pid() -> int:
 
 
 def test_stale_temporaries_of_the_same_target_are_removed_and_no_others(tmp_path):
-    tag, dead, me = io._writer_tag(), _dead_pid(), os.getpid()
+    tag, dead, me = _atomic._writer_tag(), _dead_pid(), os.getpid()
     other = "0" * 8 if tag != "0" * 8 else "1" * 8
     hour_ago = time.time() - 2 * 3600
     names = {  # name: (removed?, age it gets)
