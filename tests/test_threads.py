@@ -118,9 +118,7 @@ def test_eight_threads_predicting_request_sized_batches_give_the_sequential_resu
     got = run_concurrently(lambda x: [model.predict(x) for _ in range(50)], [(x,) for x in xs])
     for e, calls in zip(expected, got):
         for g in calls:
-            # Within 2 ulps, not bitwise: repeated predict calls in one thread were seen to differ by
-            # 1 ulp in a softmax output (see tests/test_io.py); a race would be far off.
-            np.testing.assert_array_max_ulp(e, g, maxulp=2)
+            np.testing.assert_array_equal(e, g)
 
 
 def test_set_num_threads_reaches_numba_and_blas():

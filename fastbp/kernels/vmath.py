@@ -96,12 +96,16 @@ def _exp_shifted(zr, out):
     total = 0.0
     for b in range((n + BLOCK - 1) // BLOCK):  # not range(0, n, BLOCK): that stops vectorising
         j0 = b * BLOCK
+        w = min(BLOCK, n - j0)
+        for jj in range(w):
+            out[j0 + jj] = exp(zr[j0 + jj] - m)
+        # The sum in a loop of its own that only reads: summed in the loop that also stores to
+        # ``out`` (which may alias ``zr``), LLVM guards its vectorised sum with a run-time overlap
+        # check and falls back to a scalar sum, a different rounding, for some addresses of
+        # the two rows; the same row then gave results 1 ulp apart from call to call.
         s = zr.dtype.type(0.0)
-        for jj in range(min(BLOCK, n - j0)):
-            j = j0 + jj
-            e = exp(zr[j] - m)
-            out[j] = e
-            s += e
+        for jj in range(w):
+            s += out[j0 + jj]
         total += s
     return m, total
 
