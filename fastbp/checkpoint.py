@@ -146,7 +146,7 @@ def check_arguments(checkpoint, checkpoint_every, checkpoint_unit, resume, lr_sc
     """``(checkpoint path or None, every, unit, resume path or None)``, checked; None for a missing ``resume=True``."""
     every = v.positive_int(checkpoint_every, "checkpoint_every")
     unit = v.choice(checkpoint_unit, "checkpoint_unit", UNITS)
-    path = None if checkpoint is None else _writable(checkpoint)
+    path = None if checkpoint is None else writable_path(checkpoint)
     if resume is None or resume is False:
         source = None
     elif resume is True:
@@ -171,7 +171,7 @@ def check_arguments(checkpoint, checkpoint_every, checkpoint_unit, resume, lr_sc
     return path, every, unit, source
 
 
-def _writable(checkpoint) -> str:
+def writable_path(checkpoint) -> str:
     """``checkpoint`` as a path whose folder exists: refused before training rather than at the first write."""
     if not isinstance(checkpoint, (str, os.PathLike)):
         raise TypeError(f"checkpoint: expected a path or None, got {type(checkpoint).__name__}")
@@ -187,9 +187,15 @@ def _writable(checkpoint) -> str:
 # -- the fingerprint: what a resume must repeat ----------------------------------------------------
 
 
-def _digest(*arrays) -> str:
+def digest(*arrays) -> str:
+    """A hash of the arrays' dtypes, shapes and values (None and sparse matrices allowed)."""
     h = hashlib.blake2b(digest_size=16)
     for a in arrays:
+        if a is None:
+            h.update(b"none")
+            continue
+        if hasattr(a, "toarray"):  # a sparse matrix: its values decide a fit
+            a = a.toarray()
         a = np.ascontiguousarray(a)
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.data.cast("B"))
@@ -199,7 +205,7 @@ def _digest(*arrays) -> str:
 def _jsonable(value):
     """``value`` with arrays replaced by digests and numpy scalars by Python ones (for comparing settings)."""
     if isinstance(value, np.ndarray):
-        return f"array {value.dtype} {value.shape} {_digest(value)}"
+        return f"array {value.dtype} {value.shape} {digest(value)}"
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, dict):
@@ -216,7 +222,7 @@ def _layers(model: Sequential) -> list:
         {
             "type": type(layer).__name__,
             "dtype": None if layer.dtype is None else str(layer.dtype),
-            "config": _digest(np.frombuffer(json.dumps(_jsonable(layer.config()), sort_keys=True).encode(), np.uint8)),
+            "config": digest(np.frombuffer(json.dumps(_jsonable(layer.config()), sort_keys=True).encode(), np.uint8)),
             "repr": repr(layer)[:200],  # for messages only
         }
         for layer in model.layers
@@ -259,10 +265,10 @@ def fingerprint(model, loss, optimizer, lr_schedule, X, y, validation, settings:
         "loss": _loss(loss),
         "optimizer": _optimizer(model, optimizer),
         "lr_schedule": None if lr_schedule is None else type(lr_schedule).__name__,
-        "data": {"rows": int(X.shape[0]), "features": int(X.shape[1]), "digest": _digest(X, y)},
+        "data": {"rows": int(X.shape[0]), "features": int(X.shape[1]), "digest": digest(X, y)},
         "validation": None
         if validation is None
-        else {"rows": int(validation[0].shape[0]), "digest": _digest(*validation)},
+        else {"rows": int(validation[0].shape[0]), "digest": digest(*validation)},
         **{k: _jsonable(x) for k, x in settings.items() if k != "seed"},
         "seed": _seed(settings.get("seed")),
     }

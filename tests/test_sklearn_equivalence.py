@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 pytest.importorskip("sklearn")
+from _sklearn_cases import digits_rows, targets  # noqa: E402
 from sklearn import neural_network as sk  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 
 from fastbp import sklearn as fb  # noqa: E402
@@ -25,24 +25,10 @@ RTOL = {np.float64: 1e-9, np.float32: 2e-4}
 
 @pytest.fixture(scope="module")
 def digits():
-    X, y = load_digits(return_X_y=True)
-    return X[:450] / 16.0, y[:450]
+    return digits_rows()
 
 
-def _targets(kind, X, y):
-    if kind == "multiclass":
-        return y
-    if kind == "binary":
-        return np.where(y % 2 == 0, "even", "odd")
-    if kind == "multilabel":
-        return np.stack([y % 2 == 0, y < 5, y % 3 == 0], axis=1).astype(int)
-    if kind == "regression":
-        return np.stack([X[:, :10].sum(1), X[:, 20:40].mean(1)], axis=1)
-    if kind == "regression1":
-        return X[:, :10].sum(1)
-    if kind == "poisson":
-        return np.floor(X[:, :8].sum(1))
-    raise AssertionError(kind)
+_targets = targets
 
 
 def _pair(kind, **params):

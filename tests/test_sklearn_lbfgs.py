@@ -23,8 +23,8 @@ import pytest
 pytest.importorskip("sklearn")
 import scipy.optimize  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
+from _sklearn_cases import KINDS, digits_rows, targets  # noqa: E402
 from sklearn import neural_network as sk  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
@@ -33,29 +33,14 @@ from fastbp.sklearn import _lbfgs  # noqa: E402
 from fastbp.sklearn._outputs import OutputLoss  # noqa: E402
 
 RTOL = 1e-10
-KINDS = ["multiclass", "binary", "multilabel", "regression", "regression1", "poisson"]
 
 
 @pytest.fixture(scope="module")
 def digits():
-    X, y = load_digits(return_X_y=True)
-    return X[:450] / 16.0, y[:450]
+    return digits_rows()
 
 
-def _targets(kind, X, y):
-    if kind == "multiclass":
-        return y
-    if kind == "binary":
-        return np.where(y % 2 == 0, "even", "odd")
-    if kind == "multilabel":
-        return np.stack([y % 2 == 0, y < 5, y % 3 == 0], axis=1).astype(int)
-    if kind == "regression":
-        return np.stack([X[:, :10].sum(1), X[:, 20:40].mean(1)], axis=1)
-    if kind == "regression1":
-        return X[:, :10].sum(1)
-    if kind == "poisson":
-        return np.floor(X[:, :8].sum(1))
-    raise AssertionError(kind)
+_targets = targets
 
 
 def _pair(kind, **params):

@@ -33,8 +33,7 @@ def _batch_of_one(shape) -> ValueError:
 def _affine_array(param: str, field: str, fixed: int):
     """A property: ``getattr(self.<param>, field)``, or ``self._fixed[fixed]`` without affine parameters.
 
-    Assigning the array it already returns is allowed (and does nothing), as
-    code written for the aliased attributes of earlier versions does.
+    Assigning it is refused: the array to change is the parameter's.
     """
 
     def get(self) -> np.ndarray:
@@ -42,8 +41,7 @@ def _affine_array(param: str, field: str, fixed: int):
         return self._fixed[fixed] if p is None else getattr(p, field)
 
     def set(self, a) -> None:
-        if a is not get(self):
-            raise AttributeError(f"{param}.{field}: assign it on the parameter (layer.{param}.{field} = a)")
+        raise AttributeError(f"{param}.{field}: assign it on the parameter (layer.{param}.{field} = a)")
 
     return property(get, set)
 

@@ -20,12 +20,11 @@ what differs.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 
 import numpy as np
 
+from ..checkpoint import digest, writable_path
 from ..io import Archive, ArchiveError, write_atomically
 
 FORMAT = 1
@@ -34,20 +33,6 @@ _META = "__meta__"
 # Parameters a resume may change: they do not change the trajectory.
 _FREE = {"max_iter", "verbose", "n_threads", "checkpoint", "checkpoint_every"}
 _SCALARS = (bool, int, float, str, type(None))
-
-
-def _digest(*arrays) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for a in arrays:
-        if a is None:
-            h.update(b"none")
-            continue
-        if hasattr(a, "toarray"):  # sparse input: its dense values decide the fit
-            a = a.toarray()
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.data.cast("B"))
-    return h.hexdigest()
 
 
 def _plain(value):
@@ -60,23 +45,12 @@ def _plain(value):
 
 def fingerprint(est, X, Y, sw) -> dict:
     params = {k: _plain(val) for k, val in est.get_params().items() if k not in _FREE}
-    return {"estimator": type(est).__name__, "params": params, "data": _digest(X, Y, sw)}
+    return {"estimator": type(est).__name__, "params": params, "data": digest(X, Y, sw)}
 
 
 def check_arguments(est) -> str | None:
     """``est.checkpoint`` as a path (its folder must exist), or None."""
-    path = est.checkpoint
-    if path is None:
-        return None
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"checkpoint: expected None or a path, got {type(path).__name__}")
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        raise ValueError(f"checkpoint: {path} is a folder; expected a file name")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise ValueError(f"checkpoint: folder {folder} does not exist")
-    return path
+    return None if est.checkpoint is None else writable_path(est.checkpoint)
 
 
 # -- the random state: numpy's legacy RandomState, as arrays and JSON ----------------------------------

@@ -166,13 +166,12 @@ def new_batch_norm_state(hidden: list[int], dtype) -> list[dict]:
 def _bind_batch_norm(bn: BatchNorm1d, weight, bias, dweight, dbias, state) -> None:
     """Point ``bn``'s parameters, gradients and running statistics at the given arrays (no copies).
 
-    BatchNorm1d has no ``from_weights``; its kernels read ``_gamma``/``_beta`` and
-    write ``_dgamma``/``_dbeta``, which its constructor aliases to ``weight``/``bias``.
+    BatchNorm1d has no ``from_weights``; its kernels read and write the arrays of its
+    ``weight`` and ``bias`` parameters as they are at each call, so binding those is enough.
     """
     for param, data, grad in ((bn.weight, weight, dweight), (bn.bias, bias, dbias)):
         assert param is not None  # affine
         param.data, param.grad = data, grad
-    bn._gamma, bn._beta, bn._dgamma, bn._dbeta = weight, bias, dweight, dbias
     bn.running_mean, bn.running_var = state["running_mean"], state["running_var"]
     bn.num_batches_tracked = state["num_batches_tracked"]
 
