@@ -22,7 +22,7 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
 def test_readme_has_the_ci_test_command():
     text = README.read_text()
     cmd = re.search(r"<!-- ci:test-command -->\n```bash\n(.*)\n```", text).group(1)
-    assert "pytest" in cmd and ".[test,sklearn,torch,onnx]" in cmd
+    assert "pytest" in cmd and ".[test,sklearn,torch,onnx,mpi,dask]" in cmd
 
 
 def test_readme_sklearn_example_runs():
