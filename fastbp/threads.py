@@ -6,7 +6,8 @@ in a kernel, from three facts:
 
 * whether a thread-safe numba threading layer is loaded (``omp`` or ``tbb``;
   ``workqueue`` aborts when two Python threads launch parallel kernels at once),
-* the thread count set with :func:`set_num_threads`,
+* the thread count: :func:`set_num_threads` when called, else the smallest
+  thread cap the process was started with (:func:`default_num_threads`),
 * the size of the work (a parallel launch costs microseconds; small arrays run
   serially).
 
@@ -20,6 +21,8 @@ import contextlib
 import numbers
 import os
 import threading
+import warnings
+from collections.abc import Mapping
 
 import numba
 from threadpoolctl import ThreadpoolController
@@ -45,10 +48,72 @@ def _env_int(name: str, default: int) -> int:
     return check(value, name, Interval(numbers.Integral, 0))
 
 
+# Variables that cap a process's OpenMP and BLAS threads. joblib's loky workers get all of
+# them (cores / n_jobs), Dask's nanny sets OMP, MKL and OPENBLAS to 1 in every worker
+# (`distributed.nanny.pre-spawn-environ`) but not NUMBA_NUM_THREADS, and batch systems set
+# OMP_NUM_THREADS. fastbp's one count covers numba and BLAS, so its default honours them all:
+# without this a 1-thread Dask worker launched kernels of 4M+ elements on every core (docs/dask.md).
+THREAD_LIMIT_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+
+
+def _env_thread_cap(name: str, raw: str) -> int | None:
+    """A positive thread count from ``name``'s value, or None (no cap) for what other libraries ignore too."""
+    first = raw.split(",")[0].strip()  # OpenMP allows a list, one count per nesting level
+    if not first:
+        return None
+    try:
+        value = int(first)
+    except ValueError:
+        value = 0
+    if value < 1:
+        # Not fastbp's variable, so no error: warn and leave the count uncapped, as GNU OpenMP does.
+        warnings.warn(
+            f"{name}={raw!r} is not a positive int: fastbp ignores it for its default thread count",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    return value
+
+
+def default_num_threads(environ: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """fastbp's thread count when :func:`set_num_threads` was not called, and where it comes from.
+
+    Parameters
+    ----------
+    environ : mapping, optional
+        The environment to read (default ``os.environ``, read once when fastbp is imported).
+
+    Returns
+    -------
+    n : int
+        ``numba.config.NUMBA_NUM_THREADS`` lowered by any of :data:`THREAD_LIMIT_VARS`.
+    source : str
+        ``"NUMBA_NUM_THREADS"`` or the variable that set the limit, e.g. ``"OMP_NUM_THREADS"``.
+    """
+    environ = os.environ if environ is None else environ
+    n, source = max(1, int(numba.config.NUMBA_NUM_THREADS)), "NUMBA_NUM_THREADS"
+    for name in THREAD_LIMIT_VARS:
+        raw = environ.get(name)
+        cap = None if raw is None else _env_thread_cap(name, raw)
+        if cap is not None and cap < n:
+            n, source = cap, name
+    return n, source
+
+
 class _State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.n_threads = max(1, int(numba.config.NUMBA_NUM_THREADS))
+        # Read at import: the limits the process was started with. Later changes to the
+        # environment (Dask's nanny writes its variables into the process that starts it) are
+        # not this process's limits: its BLAS was already loaded.
+        self.n_threads, self.n_threads_from = default_num_threads()
         self.parallel_min_work = _env_int("FASTBP_PARALLEL_MIN_WORK", DEFAULT_PARALLEL_MIN_WORK)
         self.layer: str | None = None  # resolved lazily at the first parallel launch
         self.parallel_ok: bool | None = None
@@ -127,12 +192,13 @@ def set_num_threads(n: int) -> None:
     n : int
         Between 1 and ``numba.config.NUMBA_NUM_THREADS`` (the core count by
         default). BLAS libraries loaded in the process (numpy's OpenBLAS, and any
-        other that threadpoolctl finds) are limited to ``n`` too.
+        other that threadpoolctl finds) are limited to ``n`` too. An explicit call
+        wins over the environment's limits (:func:`default_num_threads`).
     """
     # The upper end is numba's NUMBA_NUM_THREADS: the most threads numba can launch.
     n = check(n, "n", Interval(numbers.Integral, 1, int(numba.config.NUMBA_NUM_THREADS)))
     with _state.lock:
-        _state.n_threads = n
+        _state.n_threads, _state.n_threads_from = n, "set_num_threads"
     blas_controller().limit(limits=n, user_api="blas")
 
 
@@ -232,6 +298,7 @@ def threading_info() -> dict:
         resolve_layer()
     return {
         "n_threads": _state.n_threads,
+        "n_threads_from": _state.n_threads_from,
         "numba_threading_layer": _state.layer,
         "parallel_kernels": bool(_state.parallel_ok) and _state.n_threads > 1,
         "parallel_min_work": _state.parallel_min_work,

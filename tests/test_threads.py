@@ -268,3 +268,52 @@ def test_limit_threads_rejects_bad_counts():
         with pytest.raises((ValueError, TypeError), match="n_threads: expected None or an int >= 1"):
             with threads.limit_threads(bad):
                 pass
+
+
+# -- the default thread count ----------------------------------------------------
+
+
+def test_default_thread_count_honours_the_smallest_limit_in_the_environment():
+    cores = max(1, numba.config.NUMBA_NUM_THREADS)
+    assert threads.default_num_threads({}) == (cores, "NUMBA_NUM_THREADS")
+    # Dask's nanny: OMP/MKL/OPENBLAS_NUM_THREADS=1 but no NUMBA_NUM_THREADS.
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    assert threads.default_num_threads(env) == (1, "OMP_NUM_THREADS")
+    assert threads.default_num_threads({"OMP_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "1"}) == (
+        1,
+        "OPENBLAS_NUM_THREADS",
+    )
+    # A limit above what numba can launch changes nothing; OpenMP's per-level list counts its first level.
+    assert threads.default_num_threads({"OMP_NUM_THREADS": str(cores + 1)}) == (cores, "NUMBA_NUM_THREADS")
+    assert threads.default_num_threads({"OMP_NUM_THREADS": f"1,{cores}"}) == (1, "OMP_NUM_THREADS")
+    assert threads.default_num_threads({"OMP_NUM_THREADS": " "}) == (cores, "NUMBA_NUM_THREADS")  # empty: unset
+
+
+@pytest.mark.parametrize("raw", ["lots", "0", "-2"])
+def test_default_thread_count_warns_about_and_ignores_unusable_limits(raw):
+    with pytest.warns(RuntimeWarning, match=f"OMP_NUM_THREADS='{raw}' is not a positive int: fastbp ignores it"):
+        n, source = threads.default_num_threads({"OMP_NUM_THREADS": raw})
+    assert (n, source) == (max(1, numba.config.NUMBA_NUM_THREADS), "NUMBA_NUM_THREADS")
+
+
+def test_process_started_with_a_limit_uses_it_until_set_num_threads():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json, fastbp; from fastbp import threads; i = fastbp.threading_info();"
+        "a = [i['n_threads'], i['n_threads_from'], threads.use_parallel(1 << 40)];"
+        "n = threads.default_num_threads({})[0]; fastbp.set_num_threads(n);"
+        "b = [fastbp.get_num_threads(), fastbp.threading_info()['n_threads_from'],"
+        " max(p['num_threads'] for p in threads.blas_controller().info() if p['user_api'] == 'blas')];"
+        "print(json.dumps([a, b, n]))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    env["OPENBLAS_NUM_THREADS"] = "1"  # as Dask's nanny and loky leave it; NUMBA_NUM_THREADS unset
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    before, after, cores = json.loads(r.stdout.splitlines()[-1])
+    assert before == [1, "OPENBLAS_NUM_THREADS", False]  # no parallel kernels on a 1-thread process
+    assert after == [cores, "set_num_threads", cores]  # an explicit call wins, for numba and BLAS
