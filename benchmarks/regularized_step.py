@@ -6,6 +6,7 @@ softmax cross-entropy, SGD with momentum 0.9 or Adam.
 
     python benchmarks/regularized_step.py                  # the ratio table: batch 32, 256, 1024, float32, SGD and Adam
     python benchmarks/regularized_step.py --profile        # where fastbp's step time goes, layer by layer, at batch 256
+    python benchmarks/regularized_step.py --kernels        # fused BatchNorm1d+ReLU+Dropout vs chain and twin
 
 The table comes from the ``fastbp bench`` machinery (``fastbp.bench.report.step_table``):
 every side in a worker process, taking turns, medians, unstable points flagged
@@ -74,10 +75,22 @@ def profile(batch=256, optimizer="sgd", dtype="float32", steps=400, warmup=30):
     plain_model, px, py = make_problem(SIZES, batch, np.dtype(dtype))
     plain = FastbpStep(plain_model, px, py, optimizer, momentum=momentum)
     layers = model.layers
+    # The parts Sequential runs: single layers, and the fused BatchNorm1d -> ReLU -> Dropout runs.
+    runs = {run.start: run for run in model._plan()}
+    parts, i = [], 0  # (first layer index, object with forward/backward, name)
+    while i < len(layers):
+        if i in runs:
+            run = runs[i]
+            parts.append((i, run, " + ".join(_name(layer) for layer in run.layers) + " (fused)"))
+            i = run.stop
+        else:
+            parts.append((i, layers[i], _name(layers[i])))
+            i += 1
     need, needed = [], False  # as Sequential.backward: no dx for the first layer
-    for layer in layers:
+    for _, part, _ in parts:
         need.append(needed)
-        needed = needed or bool(layer.parameters())
+        members = part.layers if hasattr(part, "stop") else [part]
+        needed = needed or any(layer.parameters() for layer in members)
     n_lin = len(floor.Ws)
     shapes = sorted({(batch, w) for w in SIZES[1:-1]})
     src = {s: np.ones(s, dtype) for s in shapes}
@@ -92,9 +105,9 @@ def profile(batch=256, optimizer="sgd", dtype="float32", steps=400, warmup=30):
         rec = s >= warmup
         # fastbp, layer by layer (the very calls FastbpStep.step makes)
         h = x
-        for i, layer in enumerate(layers):
+        for i, (_, part, _) in enumerate(parts):
             t0 = pc()
-            h = layer.forward(h)
+            h = part.forward(h)
             t1 = pc()
             if rec:
                 add(("fwd", i), t1 - t0)
@@ -102,9 +115,9 @@ def profile(batch=256, optimizer="sgd", dtype="float32", steps=400, warmup=30):
         fb.loss.forward(h, y)
         dy = fb.loss.backward()
         t1 = pc()
-        for i in range(len(layers) - 1, -1, -1):
+        for i in range(len(parts) - 1, -1, -1):
             t2 = pc()
-            dy = layers[i].backward(dy, need_dx=need[i])
+            dy = parts[i][1].backward(dy, need_dx=need[i])
             t3 = pc()
             if rec:
                 add(("bwd", i), t3 - t2)
@@ -154,7 +167,8 @@ def profile(batch=256, optimizer="sgd", dtype="float32", steps=400, warmup=30):
         if isinstance(layer, Linear):
             lin_index[i] = len(lin_index)
     rows = []
-    for i, layer in enumerate(layers):
+    for p, (i, _part, name) in enumerate(parts):
+        layer = layers[i]
         mm_f = mm_b = 0.0
         if i in lin_index:
             mm_f, mm_b = med[("mm_fwd", lin_index[i])], med[("mm_bwd", lin_index[i])]
@@ -163,9 +177,9 @@ def profile(batch=256, optimizer="sgd", dtype="float32", steps=400, warmup=30):
             width = next(layers[k].out_features for k in range(i, -1, -1) if isinstance(layers[k], Linear))
         rows.append(
             dict(
-                part=f"{i} {_name(layer)}",
-                fwd=med[("fwd", i)],
-                bwd=med[("bwd", i)],
+                part=f"{i} {name}",
+                fwd=med[("fwd", p)],
+                bwd=med[("bwd", p)],
                 mm_fwd=mm_f,
                 mm_bwd=mm_b,
                 copy=med.get(("copy", (batch, width))),
@@ -182,7 +196,7 @@ def print_profile(rows, med, batch, optimizer, dtype):
         f"{'part':28s} {'fwd':>6s} {'of it':>6s} {'bwd':>6s} {'of it':>6s} {'total':>6s} {'above':>6s} "
         f"{'share':>5s} {'passes':>6s}"
     )
-    print(f"{'':28s} {'':6s} {'matmul':>6s} {'':6s} {'matmul':>6s} {'':6s} {'floor':>6s}")
+    print(f"{'':50s} {'':6s} {'matmul':>6s} {'':6s} {'matmul':>6s} {'':6s} {'floor':>6s}")
     above_all = sum(r["fwd"] + r["bwd"] - r["mm_fwd"] - r["mm_bwd"] for r in rows)
     for r in rows:
         tot = r["fwd"] + r["bwd"]
@@ -190,12 +204,12 @@ def print_profile(rows, med, batch, optimizer, dtype):
         # "passes": the time above the matmuls in units of one read+write pass over the part's activations.
         passes = f"{above / r['copy']:6.1f}" if r["copy"] else ""
         print(
-            f"{r['part']:28s} {r['fwd']:6.3f} {r['mm_fwd']:6.3f} {r['bwd']:6.3f} {r['mm_bwd']:6.3f} {tot:6.3f} "
+            f"{r['part']:50s} {r['fwd']:6.3f} {r['mm_fwd']:6.3f} {r['bwd']:6.3f} {r['mm_bwd']:6.3f} {tot:6.3f} "
             f"{above:6.3f} {above / above_all:5.0%} {passes}"
         )
     total = sum(r["fwd"] + r["bwd"] for r in rows)
     mm = sum(r["mm_fwd"] + r["mm_bwd"] for r in rows)
-    print(f"{'sum of parts':28s} {'':6s} {'':6s} {'':6s} {mm:6.3f} {total:6.3f} {above_all:6.3f}")
+    print(f"{'sum of parts':50s} {'':6s} {'':6s} {'':6s} {mm:6.3f} {total:6.3f} {above_all:6.3f}")
     print(
         f"whole step (uninstrumented) {med[('step',)]:.3f} ms; BLAS floor step {med[('floor',)]:.3f} ms "
         f"(ratio {med[('step',)] / med[('floor',)]:.2f}); plain MLP step (fused ReLU, no norm or dropout, "
@@ -205,9 +219,71 @@ def print_profile(rows, med, batch, optimizer, dtype):
     print(f"one read+write pass (np.copyto): {copies}")
 
 
+def _kernel_sides(n, m, dtype):
+    """BatchNorm1d -> ReLU -> Dropout forward + backward at (n, m): fused kernels, the unfused chain, the numpy twin."""
+    from fastbp.jit import RELU
+    from fastbp.kernels import activations as KA
+    from fastbp.kernels import dropout as KD
+    from fastbp.kernels import fused_norm as KF
+    from fastbp.kernels import norm as KN
+    from fastbp.reference import fused_norm as RF
+
+    t = np.dtype(dtype).type
+    rng = np.random.default_rng(0)
+    x, dy = rng.standard_normal((2, n, m)).astype(dtype)
+    gamma, beta, zero = np.ones(m, dtype), np.zeros(m, dtype), np.zeros(m, dtype)
+    h, a, y, g1, g2, dx = (np.empty((n, m), dtype) for _ in range(6))
+    mask, empty = np.empty((n, m), np.uint8), np.empty((0, m), dtype)
+    stats, save, acc = np.empty((2, m)), np.empty((5, m), dtype), np.empty((2, KN.CHUNKS, m))
+    dg, db, work = np.empty(m, dtype), np.empty(m, dtype), np.empty((2, m), dtype)
+    drop = (np.uint64(1), np.uint64(0), np.uint64(int(np.ceil(0.2 * 2.0**53))), t(1.25))
+    ds = drop[3]
+
+    def fused(mod=KF):
+        mod.bn_act_drop_forward(x, gamma, beta, 1e-5, RELU, t(0), True, *drop, y, empty, mask, stats, save, acc)
+        mod.bn_act_drop_backward(dy, x, save, empty, mask, RELU, t(0), True, ds, True, dx, dg, db, acc, work)
+
+    def chain():
+        KN.batchnorm_forward(x, gamma, beta, 1e-5, h, stats, save, acc)
+        np.copyto(a, h)
+        KA.bias_act(a, zero, RELU)
+        KD.dropout_forward(a, y, mask, *drop)
+        KD.dropout_backward(dy, mask, ds, g1)
+        KA.act_backward(g1, a, RELU, g2)
+        KN.batchnorm_backward(g2, x, save, True, True, dx, dg, db, acc, work)
+
+    return {"fused": fused, "chain": chain, "twin": lambda: fused(RF)}
+
+
+def kernels(shapes=((256, 512), (1024, 2048)), rounds=100, dtype=np.float32):
+    """Median ms of the three sides of :func:`_kernel_sides`, interleaved, per shape."""
+    rows = []
+    for n, m in shapes:
+        sides = _kernel_sides(n, m, dtype)
+        for f in sides.values():
+            f()
+        times: dict = {k: [] for k in sides}
+        for _ in range(rounds):
+            for k, f in sides.items():
+                t0 = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t0)
+        med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+        rows.append(((n, m), med))
+        print(
+            f"BatchNorm1d+ReLU+Dropout fwd+bwd {n}x{m} {np.dtype(dtype).name}: fused {med['fused']:.3f} ms, "
+            f"unfused kernels {med['chain']:.3f} ms ({med['chain'] / med['fused']:.2f}x), "
+            f"numpy twin {med['twin']:.3f} ms ({med['twin'] / med['fused']:.2f}x)"
+        )
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", action="store_true", help="per-layer profile instead of the ratio table")
+    ap.add_argument(
+        "--kernels", action="store_true", help="fused BatchNorm1d+ReLU+Dropout kernels vs the chain and twin"
+    )
     ap.add_argument("--batches", type=int, nargs="+", default=[32, 256, 1024])
     ap.add_argument("--optimizers", nargs="+", default=["sgd", "adam"], choices=["sgd", "adam"])
     ap.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "float64"])
@@ -216,7 +292,9 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=256, help="the profile's batch")
     ap.add_argument("--steps", type=int, default=400, help="the profile's steps")
     args = ap.parse_args(argv)
-    if args.profile:
+    if args.kernels:
+        kernels()
+    elif args.profile:
         for opt in args.optimizers:
             rows, med = profile(args.batch, opt, args.dtypes[0], args.steps)
             print_profile(rows, med, args.batch, opt, args.dtypes[0])
