@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validate as v
+from .data import Rows
 from .layers.base import Layer
+from .layers.fused import find_runs
 
 
 class Sequential:
@@ -42,13 +44,46 @@ class Sequential:
             raise TypeError(f"layers: expected one dtype for all layers, got {sorted(str(d) for d in dtypes)}")
         self.layers = list(layers)
         self.dtype = dtypes.pop() if dtypes else None
-        # backward skips every dx at or before this layer: found once, not every step
-        self._first_with_params = next((i for i, layer in enumerate(layers) if layer.parameters()), len(layers))
         self.metadata: dict = {}  # saved with the model (class names, feature names ...)
+        self._plan_for: tuple | None = None
+        self._plan()
+
+    def _plan(self) -> list:
+        """The fused runs (``fastbp.layers.fused``), found again whenever ``self.layers`` has changed.
+
+        Also ``_first_with_params``: backward skips every dx at or before this layer.
+        Checking costs one tuple of the layers per call (compared by identity).
+        """
+        key = tuple(self.layers)
+        if key != self._plan_for:
+            layers = self.layers
+            self._first_with_params = next((i for i, layer in enumerate(layers) if layer.parameters()), len(layers))
+            self._runs = find_runs(layers)
+            self._run_ending: list = [None] * len(layers)  # [i]: the run whose last layer is i, or None
+            for run in self._runs:
+                self._run_ending[run.stop - 1] = run
+            self._plan_for = key
+        return self._runs
 
     def forward(self, x):
-        """``x`` (batch, in) -> output of the last layer (a buffer reused next step)."""
-        for layer in self.layers:
+        """``x`` (batch, in) -> output of the last layer (a buffer reused next step).
+
+        In training, ``BatchNorm1d -> activation -> Dropout`` runs go through one fused
+        kernel (``fastbp.layers.fused``): the same bits, the same layer state, fewer passes.
+        """
+        layers = self.layers
+        i = 0
+        for run in self._plan():
+            for layer in layers[i : run.start]:
+                x = layer.forward(x)
+            if run.active():
+                x = run.forward(x)
+            else:
+                run.fused_last = False
+                for layer in run.layers:
+                    x = layer.forward(x)
+            i = run.stop
+        for layer in layers[i:] if i else layers:
             x = layer.forward(x)
         return x
 
@@ -64,11 +99,20 @@ class Sequential:
         wants, so the obvious loop is the fast one.
         """
         # Layer i needs dx when a layer before it has parameters (or the caller wants dx).
+        self._plan()
         first = -1 if input_grad else self._first_with_params
-        for i in range(len(self.layers) - 1, -1, -1):
-            dy = self.layers[i].backward(dy, need_dx=i > first)
+        layers, ending = self.layers, self._run_ending
+        i = len(layers) - 1
+        while i >= 0:
+            run = ending[i]
+            if run is not None and run.fused_last:  # the last forward ran it fused
+                i = run.start
+                dy = run.backward(dy, need_dx=i > first)
+            else:
+                dy = layers[i].backward(dy, need_dx=i > first)
             if i <= first:
                 return None
+            i -= 1
         return dy
 
     def predict(self, x, *, batch_size: int = 4096):
@@ -80,7 +124,9 @@ class Sequential:
 
         Parameters
         ----------
-        x : (n, in) float array; converted to the model's dtype (C order not needed)
+        x : (n, in) float array of any float dtype and layout (an ``np.memmap`` too), or
+            :class:`fastbp.data.Rows`; each block is converted to the model's dtype and C order
+            as it is computed, so ``x`` is never copied whole
         batch_size : int, rows per block
 
         Returns
@@ -91,7 +137,7 @@ class Sequential:
         dtype = self.dtype if self.dtype is not None else x.dtype if type(x) is np.ndarray else None
         # The call a service makes per request (an ndarray of the model's dtype and width, one
         # block) is checked here in a few attribute reads; anything else takes the full checks.
-        if not (
+        if (
             type(x) is np.ndarray
             and type(batch_size) is int
             and x.ndim == 2
@@ -101,15 +147,34 @@ class Sequential:
             and 0 < x.shape[0] <= batch_size
             and x.shape[1] > 0
         ):
-            batch_size = v.positive_int(batch_size, "batch_size")
-            x = v.batch(x, "x", dtype=self.dtype, width=width, contiguous=False)
-        outs = []
-        for start in range(0, x.shape[0], batch_size):
-            h = x[start : start + batch_size] if x.shape[0] > batch_size else x
             for layer in self.layers:
-                h = layer.infer(h)
-            outs.append(h)
-        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+                x = layer.infer(x)
+            return x
+        batch_size = v.positive_int(batch_size, "batch_size")
+        if isinstance(x, Rows):
+            if width is not None and x.shape[1] != width:
+                raise ValueError(f"x: expected shape (batch, {width}), got {x.shape}")
+            blocks = ((start, b) for start, b in x.blocks(batch_size))
+        else:
+            x = v.batch(x, "x", dtype=self.dtype, width=width, convert=False)  # checked; converted per block
+            rows = Rows(x, self.dtype if self.dtype is not None else x.dtype)
+            blocks = ((start, rows.block(start, start + batch_size)) for start in range(0, x.shape[0], batch_size))
+        n, out = x.shape[0], None
+        for start, h in blocks:
+            h = self._infer(h)
+            if h.shape[0] == n:
+                return h
+            if out is None:  # one output array, filled block by block (no list of blocks to concatenate)
+                out = np.empty((n,) + h.shape[1:], h.dtype)
+            out[start : start + h.shape[0]] = h
+        if out is None:
+            raise ValueError(f"x: expected at least one row, got shape {x.shape}")
+        return out
+
+    def _infer(self, h):
+        for layer in self.layers:
+            h = layer.infer(h)
+        return h
 
     def parameters(self) -> list:
         """Every layer's parameters, in order."""
