@@ -23,7 +23,9 @@ def as_dtype(dtype, name: str = "dtype") -> np.dtype:
     return dt
 
 
-def float_array(a, name: str, *, ndim: int | None = 2, dtype=None, contiguous: bool = True) -> np.ndarray:
+def float_array(
+    a, name: str, *, ndim: int | None = 2, dtype=None, contiguous: bool = True, convert: bool = True
+) -> np.ndarray:
     """A float32 or float64 array from an array-like, converted to ``dtype`` when given.
 
     The dtype rule, the same for both backends: fastbp computes in float32 or
@@ -35,7 +37,9 @@ def float_array(a, name: str, *, ndim: int | None = 2, dtype=None, contiguous: b
     array is converted to it: float16 input to a float32 layer is fine.
     Integer, boolean, complex and object arrays are refused rather than
     silently converted, either way. C-contiguity is ensured (copying only when
-    needed) when ``contiguous``.
+    needed) when ``contiguous``. With ``convert=False`` the same checks run on the
+    metadata alone and the array comes back as it is (neither converted nor made
+    contiguous): for data read a batch at a time (:class:`fastbp.data.Rows`).
     """
     arr = np.asarray(a)
     if arr.dtype.kind != "f":
@@ -47,6 +51,8 @@ def float_array(a, name: str, *, ndim: int | None = 2, dtype=None, contiguous: b
         raise TypeError(f"{name}: expected float32 or float64, got {arr.dtype} (convert with .astype(np.float32))")
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name}: expected a {ndim}-D array, got {arr.ndim}-D with shape {arr.shape}")
+    if not convert:
+        return arr
     if dtype is not None and arr.dtype != dtype:
         arr = arr.astype(dtype)
     if contiguous and not arr.flags.c_contiguous:
@@ -54,9 +60,11 @@ def float_array(a, name: str, *, ndim: int | None = 2, dtype=None, contiguous: b
     return arr
 
 
-def batch(a, name: str, *, dtype=None, width: int | None = None, contiguous: bool = True) -> np.ndarray:
-    """A non-empty 2-D (batch, width) float array."""
-    arr = float_array(a, name, ndim=2, dtype=dtype, contiguous=contiguous)
+def batch(
+    a, name: str, *, dtype=None, width: int | None = None, contiguous: bool = True, convert: bool = True
+) -> np.ndarray:
+    """A non-empty 2-D (batch, width) float array (``convert=False``: checked, not converted; see float_array)."""
+    arr = float_array(a, name, ndim=2, dtype=dtype, contiguous=contiguous, convert=convert)
     if arr.shape[0] == 0:
         raise ValueError(f"{name}: expected at least one row, got shape {arr.shape}")
     if arr.shape[1] == 0:

@@ -24,6 +24,12 @@ checkpoint or the new one, never a mix. Its entries:
     the weights of the best epoch, kept by early stopping with ``restore_best``
 ``order``
     the current epoch's order of the training rows, int64 (n,)
+
+A checkpoint of a distributed fit (``fit(..., comm=...)`` over N > 1 MPI ranks, docs/distributed.md)
+is written by rank 0 alone and holds what every rank needs: ``order`` and ``__meta__``'s ``rng``
+are rank 0's, ``order/<r>`` is rank r's order of its own rows, ``__meta__``'s ``world`` is
+``{"size": N, "rng": [every rank's generator state]}``, and the fingerprint's ``data`` and
+``validation`` list every rank's digests. It resumes only with the same number of ranks.
 """
 
 from __future__ import annotations
@@ -120,6 +126,9 @@ class Checkpoint:
     monitor_state: dict
     history: dict
     fingerprint: dict = field(repr=False)
+    world_size: int = 1
+    rank_orders: list | None = field(default=None, repr=False)  # every rank's order (world_size > 1)
+    rank_rng_states: list | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -188,17 +197,32 @@ def writable_path(checkpoint) -> str:
 
 
 def digest(*arrays) -> str:
-    """A hash of the arrays' dtypes, shapes and values (None and sparse matrices allowed)."""
+    """A hash of the arrays' dtypes, shapes and values (None, sparse matrices and :class:`fastbp.data.Rows` allowed).
+
+    The bytes hashed are those of the C-ordered array, read a block of rows at a time: no array is
+    copied whole (a Fortran-ordered one neither), and the digest is that of the one-piece hash
+    fastbp has always computed, so older checkpoints still match. ``Rows`` hash as the array
+    converted to their dtype would.
+    """
+    from .data import c_order_blocks
+
     h = hashlib.blake2b(digest_size=16)
     for a in arrays:
         if a is None:
             h.update(b"none")
             continue
-        if hasattr(a, "toarray"):  # a sparse matrix: its values decide a fit
-            a = a.toarray()
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.data.cast("B"))
+        if hasattr(a, "digest_parts"):  # fastbp.data.Rows: rows read (and converted) block by block
+            dtype, shape, blocks = a.digest_parts()
+        else:
+            if hasattr(a, "toarray"):  # a sparse matrix: its values decide a fit
+                a = a.toarray()
+            a = np.asarray(a)
+            if a.ndim == 0:  # hashed as np.ascontiguousarray made it: shape (1,)
+                a = a.reshape(1)
+            dtype, shape, blocks = a.dtype, a.shape, c_order_blocks(a)
+        h.update(f"{np.dtype(dtype).str}{tuple(shape)}".encode())
+        for block in blocks:
+            h.update(block.data.cast("B"))
     return h.hexdigest()
 
 
@@ -288,6 +312,15 @@ def compare(saved: dict, current: dict, path: str) -> None:
         then = saved.get(key)
         if key == "model" or then == now:
             continue
+        if key in ("data", "validation") and isinstance(then, list) and isinstance(now, list) and len(then) == len(now):
+            r = next(r for r, (a, b) in enumerate(zip(then, now)) if a != b)
+            what = (
+                "X, y: the training data" if key == "data" else "validation_data, validation_split: the validation rows"
+            )
+            raise ValueError(
+                f"{what} of rank {r} differ from those that wrote the checkpoint {path} ({_rows(then[r])}, now "
+                f"{_rows(now[r])}); {_SAME}"
+            )
         if key == "data":
             raise ValueError(
                 f"X, y: the training data differ from those that wrote the checkpoint {path} ({_rows(then)}, now "
@@ -361,8 +394,8 @@ def _decode(value):
     return value
 
 
-def _contents(state: TrainingState, fp: dict) -> tuple[dict, dict]:
-    """``(meta, arrays)`` of a checkpoint of ``state``."""
+def _contents(state: TrainingState, fp: dict, ranks=None) -> tuple[dict, dict]:
+    """``(meta, arrays)`` of a checkpoint of ``state``; ``ranks``: every rank's ``(order, rng state)``, or None."""
     model_state = state.model.state_dict()
     opt = state.optimizer.state_dict()
     monitor = state.monitor.state_dict()
@@ -386,12 +419,18 @@ def _contents(state: TrainingState, fp: dict) -> tuple[dict, dict]:
     if best is not None:
         arrays.update({f"best/{k}": a for k, a in best.items()})
     arrays["order"] = np.asarray(state.order, dtype=np.int64)
+    if ranks is not None:
+        meta["world"] = {"size": len(ranks), "rng": [_encode(rng) for _, rng in ranks]}
+        arrays.update({f"order/{r}": np.asarray(order, np.int64) for r, (order, _) in enumerate(ranks) if r})
     return meta, arrays
 
 
-def write(path, state: TrainingState, fp: dict) -> None:
-    """Write a checkpoint of ``state`` to ``path`` atomically (the previous file survives any failure or kill)."""
-    meta, arrays = _contents(state, fp)
+def write(path, state: TrainingState, fp: dict, ranks=None) -> None:
+    """Write a checkpoint of ``state`` to ``path`` atomically (the previous file survives any failure or kill).
+
+    ``ranks``: for a distributed fit, every rank's ``(order (n_r,), generator state)``, rank 0's first.
+    """
+    meta, arrays = _contents(state, fp, ranks)
     arrays[_MARKER] = np.array(FORMAT)
     arrays[_META] = np.array(json.dumps(meta, default=_json_default))
     write_atomically(path, lambda fh: np.savez(fh, **arrays))
@@ -400,12 +439,15 @@ def write(path, state: TrainingState, fp: dict) -> None:
 class Saver:
     """When :func:`fastbp.fit` writes its checkpoint: every ``every`` epochs or steps, and when it stops.
 
-    With ``path=None`` it writes nothing.
+    With ``path=None`` it writes nothing. With a ``world`` (:class:`fastbp.distributed.World`),
+    every rank calls it at the same points and rank 0 writes every rank's order and generator.
     """
 
-    def __init__(self, path: str | None, every: int, unit: str, fp: dict | None, n_batches: int):
+    def __init__(self, path: str | None, every: int, unit: str, fp: dict | None, n_batches: int, world=None):
         self.path, self.every, self.unit, self.fp, self.n_batches = path, every, unit, fp, n_batches
+        self.world = world
         self._written: tuple[int, int] | None = None
+        self._ranks: tuple[int, Any] | None = None  # (epoch whose order it is, gathered ranks)
 
     def after_step(self, state: TrainingState) -> None:
         pos = state.position
@@ -427,8 +469,24 @@ class Saver:
         if not all(np.isfinite(p.data).all() for p in state.model.parameters()):
             return
         assert self.fp is not None
-        write(self.path, state, self.fp)
+        if self.world is None or self.world.size == 1:
+            write(self.path, state, self.fp)
+        else:
+            ranks = self._gather(state)
+            if self.world.rank == 0:
+                write(self.path, state, self.fp, ranks)
         self._written = state.position.key
+
+    def _gather(self, state: TrainingState):
+        """Every rank's ``(order, generator state)`` on rank 0, gathered once per epoch (they change only when it
+        shuffles)."""
+        pos = state.position
+        current = pos.epochs + (1 if pos.batches else 0)  # the epoch whose order the rows are in
+        if self._ranks is None or self._ranks[0] != current:
+            assert self.world is not None
+            mine = (np.asarray(state.order, np.int64).copy(), state.rng.bit_generator.state)
+            self._ranks = (current, self.world.gather(mine))
+        return self._ranks[1]
 
 
 # -- reading and restoring -------------------------------------------------------------------------
@@ -483,9 +541,12 @@ def _parse(path: str, npz) -> Checkpoint:
     if version > FORMAT:
         raise _Malformed(f"written by a newer fastbp (checkpoint format {version}; this one reads up to {FORMAT})")
     meta = json.loads(str(npz[_META][()]))
-    if not isinstance(meta, dict) or set(meta) != set(_META_KEYS):
-        raise _Malformed(f"metadata: expected the keys {sorted(_META_KEYS)}")
+    if not isinstance(meta, dict) or set(meta) - {"world"} != set(_META_KEYS):
+        raise _Malformed(f"metadata: expected the keys {sorted(_META_KEYS)} (and 'world' from a distributed fit)")
+    world = meta.get("world")
+    size = _world_size(world)
     expected = {_MARKER, _META, "order"} | {f"model/{k}" for k in meta["model_keys"]}
+    expected |= {f"order/{r}" for r in range(1, size)}
     expected |= {f"optimizer/{n}/{i}" for n, count in meta["optimizer_state"].items() for i in range(count)}
     expected |= {f"best/{k}" for k in meta["best_keys"] or ()}
     if names != expected:
@@ -512,7 +573,28 @@ def _parse(path: str, npz) -> Checkpoint:
         },
         history=meta["history"],
         fingerprint=meta["fingerprint"],
+        world_size=size,
+        rank_orders=None if world is None else [npz["order"]] + [npz[f"order/{r}"] for r in range(1, size)],
+        rank_rng_states=None if world is None else [_decode(s) for s in world["rng"]],
     )
+
+
+def _world_size(world) -> int:
+    if world is None:
+        return 1
+    if (
+        not isinstance(world, dict)
+        or type(world.get("size")) is not int
+        or world["size"] < 2
+        or not isinstance(world.get("rng"), list)
+        or len(world["rng"]) != world["size"]
+    ):
+        raise _Malformed(f"metadata: 'world' is not the ranks of a distributed fit: {str(world)[:200]}")
+    return world["size"]
+
+
+def _describe_world(size: int) -> str:
+    return "one process" if size == 1 else f"{size} MPI ranks"
 
 
 def _position(saved: dict) -> Position:
@@ -525,15 +607,27 @@ def _position(saved: dict) -> Position:
     return pos
 
 
-def restore(ck: Checkpoint, state: TrainingState, fp: dict, epochs: int) -> None:
+def restore(ck: Checkpoint, state: TrainingState, fp: dict, epochs: int, world=None) -> None:
     """Put ``state`` where the checkpoint ``ck`` left its run, after checking that the fit repeats its arguments.
+
+    ``world``: this rank's :class:`fastbp.distributed.World` in a distributed fit (it takes its own
+    order and generator state from the checkpoint), or None.
 
     Raises
     ------
     ValueError
         Naming the argument that differs from the checkpoint's run, or ``epochs`` when it is
-        fewer than the checkpoint has trained.
+        fewer than the checkpoint has trained, or ``resume`` when the number of MPI ranks differs.
     """
+    size, rank = (1, 0) if world is None else (world.size, world.rank)
+    if ck.world_size != size:
+        raise ValueError(
+            f"resume: the checkpoint {ck.path} was written by a fit over {_describe_world(ck.world_size)}, this one "
+            f"runs over {_describe_world(size)}; resume it with the same number of ranks"
+            + (f" (mpiexec -n {ck.world_size})" if ck.world_size > 1 else " (without comm)")
+        )
+    if ck.rank_orders is not None and ck.rank_rng_states is not None:
+        ck = dataclasses.replace(ck, order=ck.rank_orders[rank], rng_state=ck.rank_rng_states[rank])
     compare(ck.fingerprint, fp, ck.path)
     pos = ck.position
     needed = pos.epochs + (1 if pos.batches else 0)

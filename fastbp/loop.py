@@ -12,29 +12,10 @@ import threading
 
 import numpy as np
 
-from ._buffers import BufferPool
 from .backend import get
+from .data import ArraySource as Batches  # noqa: F401  (minibatches by index: fit, the estimators, benchmarks)
 from .losses import BCEWithLogits, CrossEntropy, SoftmaxCrossEntropy
 from .optim import clip_grad_norm
-
-
-class Batches:
-    """Minibatches of ``X`` (n, d) and ``y`` (n, ...) gathered by index into buffers allocated once per batch size."""
-
-    def __init__(self, X: np.ndarray, y: np.ndarray):
-        self.X, self.y = X, y
-        self._bufs = BufferPool()
-
-    def gather(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows ``idx`` (m,) of ``X`` and ``y``, in reused buffers: (m, d) and (m, ...)."""
-        m = idx.shape[0]
-        xb = self._bufs.get("x", (m, self.X.shape[1]), self.X.dtype)
-        yb = self._bufs.get("y", (m,) + self.y.shape[1:], self.y.dtype)
-        # mode="raise" (the default) makes numpy buffer ``out`` in a temporary;
-        # the indices come from a permutation of range(n), so "clip" never clips.
-        np.take(self.X, idx, axis=0, out=xb, mode="clip")
-        np.take(self.y, idx, axis=0, out=yb, mode="clip")
-        return xb, yb
 
 
 def forward_loss(model, loss, xb: np.ndarray, yb: np.ndarray) -> tuple[np.ndarray, float]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -10,9 +12,11 @@ import numpy as np
 
 from . import _validate as v
 from . import checkpoint as _ckpt
+from . import data
+from . import distributed as _dist
 from .checkpoint import Position, TrainingState
 from .layers import Softmax
-from .loop import Batches, backward_update, count_correct, defer_interrupts, forward_loss, is_classifier
+from .loop import backward_update, count_correct, defer_interrupts, forward_loss, is_classifier
 from .losses import CrossEntropy, Loss, SoftmaxCrossEntropy
 from .model import Sequential
 from .ops import softmax
@@ -31,14 +35,16 @@ class TrainingInterrupted(KeyboardInterrupt):
     Attributes
     ----------
     epoch : the epoch (from 1) that was running
-    batches, batches_per_epoch : steps done in that epoch, and in a whole one
+    batches, batches_per_epoch : steps done in that epoch, and in a whole one (0: not known yet, an iterable's first)
     history : :class:`History` of the epochs that completed
     """
 
     def __init__(self, epoch: int, batches: int, batches_per_epoch: int, history):
         self.epoch, self.batches, self.batches_per_epoch, self.history = epoch, batches, batches_per_epoch, history
+        # 0 batches per epoch: an iterable of batches interrupted in its first epoch (its length is not known yet).
+        of = f" of {batches_per_epoch}" if batches_per_epoch else ""
         super().__init__(
-            f"training interrupted in epoch {epoch} after batch {batches} of {batches_per_epoch}; "
+            f"training interrupted in epoch {epoch} after batch {batches}{of}; "
             "the model holds the weights after that batch"
         )
 
@@ -89,15 +95,42 @@ def _input_width(model: Sequential):
 
 
 def _check_xy(model, X, y, loss, name_x="X", name_y="y"):
-    X = v.batch(X, name_x, dtype=model.dtype, width=_input_width(model), contiguous=True)
+    """``(X, y)`` checked: X as :class:`~fastbp.data.Rows` (checked on its metadata, read in the model's
+    dtype a batch at a time, never copied whole), y converted (it is small); an iterable of
+    batches (``y`` None) as a :class:`~fastbp.data.StreamSource` and None."""
+    if isinstance(X, (data.Rows, data.StreamSource)):  # checked already (validation data, each epoch)
+        return X, y
+    if data.is_stream(X, y):
+        return _stream(model, X, y, loss, name_x, name_y), None
+    X = v.batch(data.open_array(X, name_x), name_x, dtype=model.dtype, width=_input_width(model), convert=False)
+    X = data.Rows(X, model.dtype if model.dtype is not None else X.dtype)
+    return X, _targets(model, loss, X.shape[0], data.open_array(y, name_y), name_x, name_y)
+
+
+def _targets(model, loss, n, y, name_x, name_y):
+    """``y`` checked against ``n`` rows of ``name_x``: int64 labels (n,) or float targets (n, k)."""
     y = np.asarray(y)
-    if y.ndim == 0 or y.shape[0] != X.shape[0]:
-        raise ValueError(f"{name_y}: expected {X.shape[0]} rows to match {name_x}, got shape {y.shape}")
+    if y.ndim == 0 or y.shape[0] != n:
+        raise ValueError(f"{name_y}: expected {n} rows to match {name_x}, got shape {y.shape}")
     if isinstance(loss, (SoftmaxCrossEntropy, CrossEntropy)) and y.ndim == 1:
-        y = v.labels(y, name_y, X.shape[0], _output_width(model))
-    else:
-        y = v.float_array(y, name_y, ndim=2, dtype=model.dtype)
-    return X, y
+        return v.labels(y, name_y, n, _output_width(model))
+    return v.float_array(y, name_y, ndim=2, dtype=model.dtype)
+
+
+def _stream(model, X, y, loss, name_x, name_y):
+    """An iterable of ``(X_batch, y_batch)`` as a source whose batches are checked as they arrive."""
+    if y is not None and isinstance(X, data.Stream):
+        raise ValueError(
+            f"{name_y}: expected None when {name_x} is an iterable of (X_batch, y_batch) pairs, got {type(y).__name__}"
+        )
+    width = _input_width(model)
+
+    def check(i, xb, yb):
+        nx, ny = f"{name_x} batch {i} (X_batch)", f"{name_x} batch {i} (y_batch)"
+        xb = v.batch(data.open_array(xb, nx), nx, dtype=model.dtype, width=width)
+        return xb, _targets(model, loss, xb.shape[0], yb, nx, ny)
+
+    return data.StreamSource(X if isinstance(X, data.Stream) else data.Stream(X), check, name_x, width)
 
 
 def _output_width(model: Sequential):
@@ -111,8 +144,11 @@ def _output_width(model: Sequential):
 
 
 def predict(model: Sequential, X, *, batch_size: int = 4096) -> np.ndarray:
-    """Model outputs for ``X`` (n, in), ``batch_size`` rows at a time (thread-safe)."""
-    return model.predict(X, batch_size=batch_size)
+    """Model outputs for ``X`` (n, in), ``batch_size`` rows at a time (thread-safe).
+
+    ``X`` may be any float array (converted block by block), an ``np.memmap`` or the path of a ``.npy`` file.
+    """
+    return model.predict(data.open_array(X, "X"), batch_size=batch_size)
 
 
 def predict_proba(model: Sequential, X, *, batch_size: int = 4096) -> np.ndarray:
@@ -122,12 +158,16 @@ def predict_proba(model: Sequential, X, *, batch_size: int = 4096) -> np.ndarray
     -------
     (n, k) array of the model's dtype, rows summing to 1.
     """
-    out = model.predict(X, batch_size=batch_size)
+    out = model.predict(data.open_array(X, "X"), batch_size=batch_size)
     return out if isinstance(model.layers[-1], Softmax) else softmax(out)
 
 
 def evaluate(model: Sequential, X, y, *, loss: Loss, batch_size: int = 4096) -> dict:
     """Mean loss (and accuracy for classification losses) over ``X``, in batches.
+
+    ``X`` and ``y`` may be arrays of any float dtype and layout (read block by block in the
+    model's dtype), ``np.memmap`` s or ``.npy`` paths; or ``X`` an iterable of ``(X_batch, y_batch)``
+    pairs with ``y=None``.
 
     Returns
     -------
@@ -136,19 +176,31 @@ def evaluate(model: Sequential, X, y, *, loss: Loss, batch_size: int = 4096) -> 
     batch_size = v.positive_int(batch_size, "batch_size")
     X, y = _check_xy(model, X, y, loss)
     probe = loss.clone(reduction="sum")  # its own buffers: the caller's loss is untouched
-    total, correct, n = 0.0, 0, X.shape[0]
+    total, correct, n = 0.0, 0, 0
     norm = 0.0
-    for start in range(0, n, batch_size):
-        xb, yb = X[start : start + batch_size], y[start : start + batch_size]
-        out = model.predict(xb, batch_size=batch_size)
-        total += probe.forward(out, yb)
-        norm += _mean_norm(loss, out, yb)
-        if is_classifier(loss):
-            correct += count_correct(out, yb, loss)
+    with _blocks(X, y, batch_size) as blocks:
+        for xb, yb in blocks:
+            out = model.predict(xb, batch_size=max(batch_size, xb.shape[0]))
+            total += probe.forward(out, yb)
+            norm += _mean_norm(loss, out, yb)
+            n += xb.shape[0]
+            if is_classifier(loss):
+                correct += count_correct(out, yb, loss)
     result = {"loss": total / norm}
     if is_classifier(loss):
         result["accuracy"] = correct / n
     return result
+
+
+@contextlib.contextmanager
+def _blocks(X, y, rows: int):
+    """The ``(X_block, y_block)`` of checked data in order: ``rows`` rows of :class:`~fastbp.data.Rows`
+    at a time (converted into one buffer), or a stream's batches (its thread joined on leaving)."""
+    if isinstance(X, data.StreamSource):
+        with X.epoch() as feed:
+            yield (batch[2:] for batch in iter(feed.next, None))
+    else:
+        yield ((xb, y[start : start + xb.shape[0]]) for start, xb in X.blocks(rows))
 
 
 def _mean_norm(loss, out, y) -> float:
@@ -182,12 +234,19 @@ def _check_components(model, loss, optimizer) -> None:
         )
 
 
-def _training_and_validation(model, X, y, loss, validation_data, validation_split):
-    """Checked ``(X, y)`` to train on and ``(X_val, y_val)`` or None, split off the end of the rows if asked."""
+def _training_and_validation(
+    model, X, y, loss, validation_data, validation_split, *, shuffle: bool = False, checkpointing: bool = False
+):
+    """Checked ``(X, y)`` to train on and ``(X_val, y_val)`` or None, split off the end of the rows if asked.
+
+    The split of an array is two views; nothing is copied (:func:`_check_xy`).
+    """
     validation_split = v.fraction(validation_split, "validation_split")
     X, y = _check_xy(model, X, y, loss)
     if validation_data is not None and validation_split:
         raise ValueError("validation_split: give either validation_data or validation_split, not both")
+    if isinstance(X, data.StreamSource):
+        _check_stream_settings(validation_split, shuffle, checkpointing)
     if validation_split:
         n_val = int(round(X.shape[0] * validation_split))
         if n_val < 1 or n_val >= X.shape[0]:
@@ -197,11 +256,31 @@ def _training_and_validation(model, X, y, loss, validation_data, validation_spli
         return X[:-n_val], y[:-n_val], (X[-n_val:], y[-n_val:])
     if validation_data is None:
         return X, y, None
+    if isinstance(validation_data, data.Stream):  # batches (X_val, y_val) to evaluate after each epoch
+        return X, y, _check_xy(model, validation_data, None, loss, "validation_data")
     try:
         X_val, y_val = validation_data
     except (TypeError, ValueError):
         raise ValueError("validation_data: expected a pair (X_val, y_val)") from None
     return X, y, _check_xy(model, X_val, y_val, loss, "validation_data[0]", "validation_data[1]")
+
+
+def _check_stream_settings(validation_split, shuffle, checkpointing) -> None:
+    """What training on an iterable of batches cannot do: its rows are neither indexed nor stored."""
+    if validation_split:
+        raise ValueError(
+            "validation_split: an iterable of batches (X) cannot be split; pass validation_data=(X_val, y_val)"
+        )
+    if shuffle:
+        raise ValueError(
+            "shuffle: an iterable of batches (X) is read in its own order; pass shuffle=False "
+            "(and shuffle in the iterable, if its batches should change order between epochs)"
+        )
+    if checkpointing:
+        raise ValueError(
+            "checkpoint: an iterable of batches (X) cannot be fingerprinted or resumed mid-epoch; "
+            "pass X as an array, np.memmap or .npy path, or checkpoint=None and resume=None"
+        )
 
 
 class _Epoch:
@@ -210,8 +289,9 @@ class _Epoch:
     def __init__(self, model, loss, optimizer, X, y, batch_size, clip_norm, progress):
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.params = model.parameters()
-        self.batches = Batches(X, y)
-        self.n, self.batch = X.shape[0], min(batch_size, X.shape[0])
+        # Rows by index of an array (data.Rows), or a stream's own batches (its size known after an epoch)
+        self.batches = X if isinstance(X, data.StreamSource) else data.ArraySource(X, y)
+        self.n, self.batch = X.shape[0], min(batch_size, X.shape[0]) or batch_size
         self.n_batches = -(-self.n // self.batch)
         self.clip_norm, self.progress = clip_norm, progress
         self.classifier = is_classifier(loss)
@@ -224,12 +304,18 @@ class _Epoch:
         before ``after_step()`` runs (to write a checkpoint: outside the timed part); a resumed
         epoch so continues from the sums its checkpoint saved.
         """
+        # The feed reads the next batch in a thread while a step runs; leaving joins it, however the epoch ends.
+        with self.batches.epoch(order, self.batch, position.batches) as feed:
+            return self._run(feed, epoch, interrupted, history, position, after_step)
+
+    def _run(self, feed, epoch: int, interrupted, history, position: Position, after_step) -> dict:
         safe_state = (self.model.state_dict(), self.optimizer.state_dict())  # for a NaN rollback
-        for b in range(position.batches, self.n_batches):
+        for b in itertools.count(position.batches):
             t0 = time.perf_counter()
-            start = b * self.batch
-            idx = order[start : start + self.batch]
-            xb, yb = self.batches.gather(idx)
+            batch = feed.next()  # (start, idx (m,), xb, yb), gathered meanwhile; None after the last
+            if batch is None:
+                break
+            start, idx, xb, yb = batch
             out, batch_loss = forward_loss(self.model, self.loss, xb, yb)
             if not math.isfinite(batch_loss):
                 self._fail(batch_loss, epoch, b, start, idx.shape[0], safe_state)
@@ -243,6 +329,7 @@ class _Epoch:
             after_step()
             if interrupted():
                 raise TrainingInterrupted(epoch, b + 1, self.n_batches, history)
+        self.n, self.n_batches = self.batches.n, b  # a stream's size is known once it has been read
         if not all(np.isfinite(p.data).all() for p in self.params):
             # The last update made them non-finite: no later forward would tell.
             self.model.load_state_dict(safe_state[0])
@@ -315,18 +402,36 @@ def _record(history: History, logs: dict, lr: float) -> None:
         history.val_accuracy.append(logs["val_accuracy"])
 
 
-def _validation_logs(model, loss, validation, batch: int) -> dict:
+def _validation_logs(model, loss, validation, batch: int, world=None) -> dict:
     ev = evaluate(model, *validation, loss=loss, batch_size=max(batch, 1024))
     logs = {"val_loss": ev["loss"]}
     if "accuracy" in ev:
         logs["val_accuracy"] = ev["accuracy"]
+    if world is not None:  # the mean over every rank's validation rows
+        y_val = np.asarray(validation[1])
+        # The outputs' shape is the targets' (their rows, for labels): all _mean_norm reads of it.
+        norm = _mean_norm(loss, y_val, y_val)
+        logs = world.validation(logs, norm, y_val.shape[0])
     return logs
 
 
 def _epochs(
-    state: TrainingState, one_epoch: _Epoch, epochs, shuffle, validation, callbacks, progress_, interrupted, saver
+    state: TrainingState,
+    one_epoch: _Epoch,
+    epochs,
+    shuffle,
+    validation,
+    callbacks,
+    progress_,
+    interrupted,
+    saver,
+    world=None,
 ):
-    """Train from ``state.position`` until ``epochs``, early stopping or a callback says stop."""
+    """Train from ``state.position`` until ``epochs``, early stopping or a callback says stop.
+
+    With a ``world`` (:class:`fastbp.distributed.World`) the epoch's end is agreed: rank 0's
+    buffers, validation over every rank's rows, and a stop or Ctrl-C on any rank stops all.
+    """
     model, optimizer, lr_schedule, history = state.model, state.optimizer, state.lr_schedule, state.history
     if history.stopped_early:  # resumed from the end of a run early stopping ended: nothing is left to do
         return
@@ -334,8 +439,10 @@ def _epochs(
         if shuffle and state.position.batches == 0:  # else resumed mid-epoch, in the order the checkpoint saved
             state.rng.shuffle(state.order)
         logs = one_epoch.run(epoch, state.order, interrupted, history, state.position, lambda: saver.after_step(state))
+        if world is not None:
+            world.sync_buffers(model)
         if validation is not None:
-            logs.update(_validation_logs(model, one_epoch.loss, validation, one_epoch.batch))
+            logs.update(_validation_logs(model, one_epoch.loss, validation, one_epoch.batch, world))
             if not math.isfinite(logs["val_loss"]):
                 raise NonFiniteLossError(
                     f"validation loss became {logs['val_loss']} after epoch {epoch} (the parameters are "
@@ -348,16 +455,20 @@ def _epochs(
         if lr_schedule is not None:
             lr_schedule.step(monitored) if isinstance(lr_schedule, ReduceLROnPlateau) else lr_schedule.step()
         stop = any(bool(cb(epoch, logs, model)) for cb in callbacks) or stop
+        pressed = interrupted()
+        if world is not None:  # one rank's callback or Ctrl-C stops every rank
+            stop, pressed = world.any_of(stop, pressed)
         state.position = Position(epochs=epoch)
         saver.after_epoch(state)
         progress_.epoch(epoch, logs, last=stop)
-        if interrupted():  # pressed during validation or callbacks: the epoch is whole
+        if pressed:  # pressed during validation or callbacks: the epoch is whole
             n = one_epoch.n_batches
-            raise TrainingInterrupted(epoch, n, n, history)
+            raise _dist.mark_agreed(TrainingInterrupted(epoch, n, n, history))
         if stop:
             break
 
 
+@_dist.collective
 def fit(
     model: Sequential,
     X,
@@ -383,19 +494,24 @@ def fit(
     checkpoint_every: int = 1,
     checkpoint_unit: str = "epoch",
     resume=None,
+    comm=None,
 ) -> History:
     """Train ``model`` on ``(X, y)`` with minibatch gradient descent.
 
     Parameters
     ----------
     model : Sequential
-    X : (n, in) float array
-    y : (n,) integer labels for classification losses, or (n, out) targets
+    X : (n, in) float array of any float dtype and layout, an ``np.memmap``, or the path of a
+        ``.npy`` file (opened memory-mapped); read a batch at a time in the model's dtype, never
+        copied whole. Or an iterable of ``(X_batch, y_batch)`` pairs with ``y=None`` and
+        ``shuffle=False`` (``iter()`` is called each epoch). docs/data.md
+    y : (n,) integer labels for classification losses, or (n, out) targets (an array or a ``.npy`` path)
     loss : a :class:`~fastbp.losses.Loss` (its reduction should be "mean")
     optimizer : an optimizer over ``model.parameters()``
     epochs, batch_size : int; the last batch of an epoch may be smaller
     shuffle, seed : a fresh permutation each epoch from ``numpy.random.default_rng(seed)``
-    validation_data : (X_val, y_val), or use ``validation_split`` (the last fraction of the rows)
+    validation_data : (X_val, y_val) (arrays, memmaps or paths; or ``fastbp.data.Stream(batches)``),
+        or use ``validation_split`` (the last fraction of the rows)
     early_stopping, patience, min_delta : stop after ``patience`` epochs without the monitored
         loss (validation loss if any, else training loss) improving by ``min_delta``
     restore_best : with early stopping, put back the weights of the best epoch
@@ -419,6 +535,13 @@ def fit(
         schedule, early-stopping setting or ``clip_norm`` is a ValueError naming it. The
         optimizer's hyperparameters and rates are the checkpoint's. ``True``: continue from
         ``checkpoint`` if that file exists, else start afresh (a script that can be rerun).
+    comm : mpi4py intracommunicator or None
+        Data-parallel training over MPI (docs/distributed.md; needs the ``mpi`` extra): run
+        the same script on every rank (``mpiexec -n N python script.py``), each passing only
+        its own rows; ``batch_size`` is per rank. Every step averages the gradients over the
+        ranks, weighted so that it equals one step on the ranks' batches stacked; the logs
+        and validation metrics are over all ranks' rows; rank 0 alone shows progress and
+        writes checkpoints. None (the default): this process alone.
 
     Returns
     -------
@@ -446,41 +569,87 @@ def fit(
     path, every, unit, source = _ckpt.check_arguments(
         checkpoint, checkpoint_every, checkpoint_unit, resume, lr_schedule
     )
-    X, y, validation = _training_and_validation(model, X, y, loss, validation_data, validation_split)
+    X, y, validation = _training_and_validation(
+        model, X, y, loss, validation_data, validation_split, shuffle=shuffle, checkpointing=path or source
+    )
     monitor = _Monitor(early_stopping, patience, min_delta, restore_best)
     state = TrainingState(
         model, optimizer, lr_schedule, np.random.default_rng(seed), np.arange(X.shape[0]), monitor, History()
     )
+    world = comm  # a fastbp.distributed.World (made by the wrapper) or None
+    if world is not None and isinstance(X, data.StreamSource):
+        raise TypeError(
+            "X: a distributed fit (comm=...) needs each rank's rows as an array, np.memmap or .npy path, "
+            "got an iterable of (X_batch, y_batch) pairs, whose size is not known up front to share the steps"
+        )
+    if world is not None and validation is not None and isinstance(validation[0], data.StreamSource):
+        # The mean over the ranks weights each rank's validation loss by its rows (and targets), read from y_val.
+        raise TypeError(
+            "validation_data: a distributed fit (comm=...) needs each rank's validation rows as (X_val, y_val) "
+            "arrays, np.memmaps or .npy paths, got fastbp.data.Stream of batches"
+        )
     fingerprint = None
+    settings = {
+        "batch_size": batch_size,
+        "shuffle": bool(shuffle),
+        "seed": seed,
+        "early_stopping": bool(early_stopping),
+        "patience": patience,
+        "min_delta": min_delta,
+        "restore_best": bool(restore_best),
+        "clip_norm": clip_norm,
+    }
     if path is not None or source is not None:
-        settings = {
-            "batch_size": batch_size,
-            "shuffle": bool(shuffle),
-            "seed": seed,
-            "early_stopping": bool(early_stopping),
-            "patience": patience,
-            "min_delta": min_delta,
-            "restore_best": bool(restore_best),
-            "clip_norm": clip_norm,
-        }
         fingerprint = _ckpt.fingerprint(model, loss, optimizer, lr_schedule, X, y, validation, settings)
-        if source is not None:
-            _ckpt.restore(_ckpt.read(source), state, fingerprint, epochs)
-    progress_ = Progress(epochs, X.shape[0], progress)
+    if world is not None:
+        agreed = _dist_settings(settings, epochs, loss, optimizer, lr_schedule, (path, every, unit, source))
+        fingerprint = world.agree(model, X, validation, agreed, fingerprint)
+        state.rng = world.shuffler(seed)
+        world.begin_local()
+    if source is not None:
+        assert fingerprint is not None
+        _ckpt.restore(_ckpt.read(source), state, fingerprint, epochs, world)
+    if world is not None:
+        world.settle()  # every rank read the checkpoint, or all raise
+        if source is None:
+            world.broadcast_start(model, optimizer)
+    rows = X.shape[0] if world is None else world.rows
+    progress_ = Progress(epochs, rows, progress and (world is None or world.rank == 0))
     one_epoch = _Epoch(model, loss, optimizer, X, y, batch_size, clip_norm, progress_)
+    if world is not None:
+        one_epoch = world.epoch(one_epoch, batch_size)
     # A resumed run's bar starts where its checkpoint was.
     progress_.batch(state.position.epochs * one_epoch.n + min(state.position.batches * one_epoch.batch, one_epoch.n))
-    saver = _ckpt.Saver(path, every, unit, fingerprint, one_epoch.n_batches)
+    saver = _ckpt.Saver(path, every, unit, fingerprint, one_epoch.n_batches, world)
     model.train()
     try:
         with defer_interrupts() as interrupted:
             try:
-                _epochs(state, one_epoch, epochs, shuffle, validation, callbacks, progress_, interrupted, saver)
+                _epochs(state, one_epoch, epochs, shuffle, validation, callbacks, progress_, interrupted, saver, world)
             except TrainingInterrupted:
                 saver.save(state)  # the step it stopped after is whole: a resume continues from there
                 raise
             saver.save(state)
     finally:
         progress_.close()
+        if world is not None:
+            one_epoch.close()  # type: ignore[attr-defined]
     monitor.restore(model)
     return state.history
+
+
+def _dist_settings(settings: dict, epochs, loss, optimizer, lr_schedule, checkpointing) -> dict:
+    """What every rank of a distributed fit must give alike (compared at its start, named as fit names them)."""
+    path, every, unit, source = checkpointing
+    return {
+        **{k: _ckpt._jsonable(x) for k, x in settings.items() if k != "seed"},
+        "seed": _ckpt._seed(settings["seed"]),
+        "epochs": epochs,
+        "loss": _ckpt._loss(loss),
+        "optimizer": {"type": type(optimizer).__name__, **_ckpt._jsonable(optimizer.hyperparameters())},
+        "lr_schedule": None if lr_schedule is None else type(lr_schedule).__name__,
+        "checkpoint": path,
+        "checkpoint_every": every,
+        "checkpoint_unit": unit,
+        "resume": source,
+    }

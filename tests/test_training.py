@@ -6,6 +6,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from _helpers import in_fresh_process
 
 import fastbp
 from fastbp import datasets
@@ -265,11 +266,10 @@ def test_ctrl_c_finishes_the_step(data, default_sigint):
     assert signal.getsignal(signal.SIGINT) is default_sigint  # the handler from before fit is back
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_training_step_allocates_nothing_after_warmup(optimizer):
-    """tracemalloc sees numpy's allocations; a few hundred steps must not grow memory by even one buffer."""
-    X, y = datasets.make_classification(1000, 64, 24, seed=0)
-    model = fastbp.Sequential(fastbp.Linear(64, 128, activation="relu", seed=0), fastbp.Linear(128, 24, seed=1))
+def step_memory(optimizer: str) -> list:
+    """Traced memory growth and peak (bytes) over 315 steps after a warm-up epoch, and the smallest buffer."""
+    X, y = datasets.make_classification(1000, 64, 100, seed=0)
+    model = fastbp.Sequential(fastbp.Linear(64, 128, activation="relu", seed=0), fastbp.Linear(128, 100, seed=1))
     loss = fastbp.SoftmaxCrossEntropy()
     params = model.parameters()
     opt = fastbp.SGD(params, lr=0.01, momentum=0.9) if optimizer == "sgd" else fastbp.Adam(params)
@@ -286,9 +286,6 @@ def test_training_step_allocates_nothing_after_warmup(optimizer):
             backward_update(model, loss, opt, params, 1.0)
 
     epoch()  # warm-up: buffers for both batch sizes, numba compilation
-    # Every activation- or batch-sized float array of a step is >= 40 x 24 x 4 bytes;
-    # Python's own objects (argument tuples, floats) churn a little below that.
-    smallest_buffer = 40 * 24 * 4
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
@@ -298,8 +295,20 @@ def test_training_step_allocates_nothing_after_warmup(optimizer):
         current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert current - base < smallest_buffer, f"memory grew by {current - base} bytes"
-    assert peak - base < smallest_buffer, f"a step allocated {peak - base} bytes at its peak"
+    # Every activation- or batch-sized float array of a step is >= 40 x 100 x 4 bytes (the
+    # partial batch's logits); Python's own objects (argument tuples, floats) churn a few KB.
+    return [current - base, peak - base, 40 * 100 * 4]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_training_step_allocates_nothing_after_warmup(optimizer):
+    """tracemalloc sees numpy's allocations; a few hundred steps must not grow memory by even one buffer.
+
+    Measured in a fresh process: tracemalloc also counts threads earlier tests left running.
+    """
+    grew, peak, smallest_buffer = in_fresh_process("test_training", "step_memory", optimizer)
+    assert grew < smallest_buffer, f"memory grew by {grew} bytes"
+    assert peak < smallest_buffer, f"a step allocated {peak} bytes at its peak"
 
 
 def test_predict_large_input_in_batches():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -155,15 +156,54 @@ def _as_option(error: ValueError) -> ValueError:
     return error
 
 
+def _mpi_comm():
+    """``MPI.COMM_WORLD`` when started by ``mpiexec -n N`` with N > 1 (seen in the launcher's environment), or None."""
+    from .. import distributed
+
+    if distributed.launched_size() <= 1:
+        return None
+    try:
+        return distributed.comm_world()
+    except ImportError:
+        raise ImportError(
+            f"running under mpiexec with {distributed.launched_size()} processes, but mpi4py is not installed: "
+            'pip install "fastbp[mpi]" (or run without mpiexec)'
+        ) from None
+
+
 def cmd_train(args) -> int:
+    """``fastbp train``; under ``mpiexec -n N`` each rank trains on its block of the training rows, and rank 0
+    alone prints and saves (docs/distributed.md)."""
+    from .. import distributed
+
+    _check_checkpoint_options(args)
+    comm = _mpi_comm()
+    if comm is None or comm.Get_rank() == 0:
+        return _train(args, comm)
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        try:
+            return _train(args, comm)
+        except Exception as e:
+            if distributed.is_agreed(e):  # rank 0 says it, with the failing rank's message
+                return 2
+            raise
+        except KeyboardInterrupt as e:
+            if distributed.is_agreed(e):
+                return 130
+            raise
+
+
+def _train(args, comm) -> int:
     import fastbp
 
     from .. import datasets, tabular
 
-    _check_checkpoint_options(args)
     t_start = time.perf_counter()
+    rank, size = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
     if args.threads:
         fastbp.set_num_threads(args.threads)
+    elif size > 1:  # each rank its share of the cores
+        fastbp.set_num_threads(max(1, (os.cpu_count() or 1) // size))
     dtype = np.dtype(args.dtype)
     source, X, y, names = _read(args, dtype)
     task, why = tabular.choose_task(y, args.task)
@@ -188,6 +228,8 @@ def cmd_train(args) -> int:
         else "scaling: none (--no-standardize)"
     )
     print(f"split: {len(X_tr)} train rows, {len(X_te)} test rows (--test-size {args.test_size}, --seed {args.seed})")
+    if size > 1:
+        print(f"mpi: {size} ranks, each training on its block of about {len(X_tr) // size} rows (batch per rank)")
     print(
         f"model: {_describe_model(args, sizes, dtype)}, {dtype}, {args.optimizer} lr={args.lr}, "
         f"batch {args.batch_size}, {args.epochs} epochs, {fastbp.get_num_threads()} threads"
@@ -197,11 +239,13 @@ def cmd_train(args) -> int:
     meta = {"task": task, "feature_names": names, "target": args.target, "standardized": args.standardize}
     if classes is not None:
         meta["classes"] = classes
+    # Under MPI, each rank its contiguous block of the training rows.
+    mine = np.array_split(np.arange(len(X_tr)), size)[rank]
     try:
         hist = fastbp.fit(
             model,
-            X_tr,
-            y_fit,
+            X_tr[mine] if size > 1 else X_tr,
+            y_fit[mine] if size > 1 else y_fit,
             loss=loss,
             optimizer=opt,
             epochs=args.epochs,
@@ -212,8 +256,11 @@ def cmd_train(args) -> int:
             checkpoint_every=args.checkpoint_every or 1,
             checkpoint_unit=args.checkpoint_unit or "epoch",
             resume=args.resume,
+            comm=comm,
         )
     except fastbp.TrainingInterrupted as stop:
+        if rank:
+            raise
         final = _finish(model, unscale, meta)
         saved = _save(final, opt, args.out)
         resumable = f"; checkpoint in {args.checkpoint} (--resume continues)" if args.checkpoint else ""
@@ -224,7 +271,14 @@ def cmd_train(args) -> int:
         )
         return 130
     except ValueError as e:
-        raise _as_option(e) from None
+        from .. import distributed
+
+        converted = _as_option(e)
+        if distributed.is_agreed(e):  # raised alike on every rank: rank 0 alone says it
+            distributed.mark_agreed(converted)
+        raise converted from None
+    if rank:
+        return 0
     final = _finish(model, unscale, meta)
     print(f"train: {_scores(final, X_tr, y_tr, classes, loss)}")
     print(f"test:  {_scores(final, X_te, y_te, classes, loss)}")

@@ -30,7 +30,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from .. import kernels
-from ..loop import Batches, defer_interrupts
+from ..data import ArraySource, Rows
+from ..loop import defer_interrupts
 from ..threads import limit_threads
 from . import _checkpoint, _lbfgs, _params
 from ._network import BN_KEYS, Network, RegularizedNetwork, new_batch_norm_state
@@ -150,10 +151,14 @@ class BaseMLP(BaseEstimator):
 
     @staticmethod
     def _as(X, dtype):
-        """X in ``dtype``; sparse inputs as CSR (rows are gathered by index)."""
+        """X read in ``dtype``: dense input as :class:`~fastbp.data.Rows` (converted a batch or block
+        at a time, never copied whole: float64 data for a float32 network costs no float32 copy);
+        sparse input as CSR (rows are gathered by index)."""
         if sp.issparse(X):
             return X.tocsr().astype(dtype, copy=False)
-        return np.ascontiguousarray(X, dtype=dtype)
+        if isinstance(X, Rows):
+            return X if X.dtype == dtype else Rows(X.array, dtype, X.index)
+        return Rows(np.asarray(X), dtype)
 
     @staticmethod
     def _sample_weight(sample_weight, X):
@@ -348,13 +353,21 @@ class BaseMLP(BaseEstimator):
         return Adam(params, self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon)
 
     def _split(self, X, Y, sw):
-        """scikit-learn's early-stopping split: same stream, same stratification."""
+        """scikit-learn's early-stopping split: same stream, same stratification.
+
+        Dense rows are split by their row numbers (the same draw), so both parts read X through
+        an index instead of copying it.
+        """
         stratify = Y if (self._is_classifier() and self.n_outputs_ == 1) else None
-        arrays = (X, Y) if sw is None else (X, Y, sw)
+        rows = isinstance(X, Rows)
+        first = np.arange(X.shape[0]) if rows else X
+        arrays = (first, Y) if sw is None else (first, Y, sw)
         parts = train_test_split(
             *arrays, random_state=self._random_state, test_size=self.validation_fraction, stratify=stratify
         )
         X_tr, X_val, Y_tr, Y_val = parts[:4]
+        if rows:
+            X_tr, X_val = X.subset(X_tr), X.subset(X_val)
         sw_tr, sw_val = (parts[4], parts[5]) if sw is not None else (None, None)
         if X_val.shape[0] < 2:
             raise ValueError(
@@ -622,13 +635,14 @@ class _Gather:
 
     def __init__(self, X, T, sw):
         self.X, self.T, self.sw = X, T, sw
-        self._dense = None if sp.issparse(X) else Batches(X, T)
+        self._dense = None if sp.issparse(X) else ArraySource(X, T)
 
     def __call__(self, idx):
         wb = None if self.sw is None else self.sw[idx]
-        if isinstance(idx, slice):  # no shuffling: contiguous views, no copies
-            X = self.X[idx]
-            return (X.toarray() if sp.issparse(X) else X), self.T[idx], wb
+        if isinstance(idx, slice):  # no shuffling: contiguous views (or the batch converted), no copies of X
+            if self._dense is not None:
+                return (*self._dense.rows(idx.start, idx.stop), wb)
+            return self.X[idx].toarray(), self.T[idx], wb
         if self._dense is not None:
             return (*self._dense.gather(idx), wb)
         return self.X[idx].toarray(), self.T[idx], wb

@@ -31,6 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import kernels
+from ..data import Rows
 from ._network import Network
 from ._outputs import OutputLoss
 
@@ -58,7 +59,8 @@ def block_rows(n_samples: int, units: list[int], n_outputs: int, itemsize: int, 
     itemsize : int
         Bytes per value of the network's dtype.
     sparse : bool
-        Whether the input is sparse (and each block is made dense).
+        Whether each block's rows are copied (sparse input made dense, or dense input
+        converted to the network's dtype or read through an index).
 
     Returns
     -------
@@ -80,7 +82,8 @@ class Objective:
         The network whose flat buffer holds the parameters (``net.data``).
     out_loss : OutputLoss
         The output activation's loss.
-    X : ndarray or CSR matrix (n, n_features), in the network's dtype
+    X : :class:`fastbp.data.Rows` or CSR matrix (n, n_features), read in the network's dtype
+        (dense rows converted a block at a time into one buffer)
     T : ndarray
         Targets in the form ``out_loss`` takes (int labels for softmax).
     sample_weight : ndarray (n,) float64, or None
@@ -101,13 +104,16 @@ class Objective:
         # sklearn's sw_sum: n, or sample_weight.sum() (the same pairwise float64 sum)
         self.sw_sum = float(n) if sample_weight is None else float(sample_weight.sum(dtype=np.float64))
         units = [c.shape[0] for c in net.coefs] + [net.coefs[-1].shape[1]]
-        rows = block_rows(n, units, units[-1], net.data.dtype.itemsize, sp.issparse(X))
+        if not sp.issparse(X) and not isinstance(X, Rows):
+            X = self.X = Rows(np.asarray(X), net.data.dtype)
+        copied = sp.issparse(X) or not X.direct
+        rows = block_rows(n, units, units[-1], net.data.dtype.itemsize, copied)
         self.blocks = [(s, min(s + rows, n)) for s in range(0, n, rows)]
         self.sparse_blocks = None
+        self.dense = np.empty((rows, X.shape[1]), net.data.dtype) if copied else None
         if sp.issparse(X):
             # Sliced once per fit: each call then only densifies a block into one buffer.
             self.sparse_blocks = [X[s:e] for s, e in self.blocks]
-            self.dense = np.empty((rows, X.shape[1]), X.dtype)
         self.n_weights = net.weights.size
         self.acc = np.empty_like(net.grad) if len(self.blocks) > 1 else None
         self.decay = np.empty(self.n_weights, np.float64) if self.alpha else None
@@ -116,7 +122,8 @@ class Objective:
     def _rows(self, i: int):
         s, e = self.blocks[i]
         if self.sparse_blocks is None:
-            return self.X[s:e]
+            return self.X.block(s, e, self.dense)  # a view, or the block converted into the one buffer
+        assert self.dense is not None  # made with the sparse blocks
         dense = self.dense[: e - s]
         self.sparse_blocks[i].toarray(out=dense)  # zero-fills, then scatters the block's entries
         return dense
