@@ -1,7 +1,9 @@
 """The README's Python example runs as written."""
 
+import os
 import pathlib
 import re
+import warnings
 
 import pytest
 
@@ -41,3 +43,20 @@ def test_readme_hand_written_loop_runs_and_learns():
     fastbp, model, X, y = ns["fastbp"], ns["model"], ns["X"], ns["y"]
     acc = fastbp.evaluate(model, X, y, loss=ns["loss"])["accuracy"]
     assert acc > 0.9 and ns["value"] < 0.5
+
+
+def test_readme_dask_example_runs():
+    pytest.importorskip("distributed", reason="needs dask's distributed (pip install 'fastbp[dask]')")
+    pytest.importorskip("sklearn")
+    block = re.search(r"<!-- dask-example -->\n```python\n(.*?)```", README.read_text(), re.S).group(1)
+    environ = dict(os.environ)  # the cluster's nanny sets thread limits in this process's environment
+    ns = {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter=100 is expected
+            exec(compile(block, "README.md", "exec"), ns)
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+    assert ns["search"].best_score_ > 0.9
+    assert type(ns["search"].best_estimator_).__module__.startswith("fastbp.sklearn")
