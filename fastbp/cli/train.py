@@ -43,6 +43,10 @@ def _targets(y, task, dtype):
     return y, None, y.shape[1]
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _describe_task(task, why, classes):
     if classes is None:
         return f"task: regression ({why}; --task classification to change)"
@@ -232,7 +236,7 @@ def _train(args, comm) -> int:
         print(f"mpi: {size} ranks, each training on its block of about {len(X_tr) // size} rows (batch per rank)")
     print(
         f"model: {_describe_model(args, sizes, dtype)}, {dtype}, {args.optimizer} lr={args.lr}, "
-        f"batch {args.batch_size}, {args.epochs} epochs, {fastbp.get_num_threads()} threads"
+        f"batch {args.batch_size}, {args.epochs} epochs, {_count(fastbp.get_num_threads(), 'thread')}"
     )
     for line in _describe_checkpoints(args):
         print(line)
