@@ -43,6 +43,9 @@ _AGREED = "_fastbp_agreed"  # set on exceptions every rank raises alike
 # float32 would round are split into a float32 pair, high and low part).
 _LOSS_HI, _LOSS_LO, _W_HI, _W_LO, _CORRECT, _ROWS, _FAIL, _STOP = range(8)
 _TAIL = 8
+# How long a rank that aborts the job waits after writing its message, so that mpiexec forwards
+# it before the job is torn down.
+_FORWARD_SECONDS = 0.5
 
 
 def _mpi():
@@ -253,9 +256,14 @@ class World:
     # -- failures -------------------------------------------------------------------------------
 
     def abort(self, exc: BaseException) -> None:
-        """Print ``fastbp rank r: Type: message`` (after the traceback) to stderr and end every rank."""
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-        print(f"fastbp rank {self.rank}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        """Print ``fastbp rank r: Type: message`` (before and after the traceback) to stderr and end every rank."""
+        line = f"fastbp rank {self.rank}: {type(exc).__name__}: {exc}\n"
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        # One write, the message first: Abort tears the job down, and output the launcher has not
+        # forwarded yet is lost (seen in CI: only the traceback's first line arrived).
+        sys.stderr.write(line + text + line)
+        sys.stderr.flush()
+        time.sleep(_FORWARD_SECONDS)
         self.comm.Abort(1)
         os._exit(1)  # MPICH's Abort may return before the launcher kills this process: nothing more may run
 
