@@ -1,10 +1,12 @@
 """Fused ``BatchNorm1d -> activation -> Dropout`` (fastbp/kernels/fused_norm.py, fastbp/layers/fused.py).
 
-The fused kernels must give the bits of the unfused chain of kernels (tolerance 0 ulp):
-output, dropout mask, statistics, saved values, dx, dgamma, dbeta; and a ``Sequential``
-that fuses must train exactly as the same layers run one by one by a hand-written loop
-(the unfused path). Against the numpy twins the tolerance is that of tests/test_norm.py
-(16 ulps of each output's natural scale), the mask exact.
+The fused kernels must give what the unfused chain of kernels gives: output, dropout mask,
+statistics, saved values, dx, dgamma, dbeta, within ``ULPS`` of each array's scale (bit for
+bit on the machine they were written on; see ``assert_close``), masks and counters exactly;
+and a ``Sequential`` that fuses must train as the same layers run one by one by a
+hand-written loop (the unfused path). The serial and parallel builds of one kernel give the
+same bits on 1 and 2 threads. Against the numpy twins the tolerance is that of
+tests/test_norm.py (16 ulps of each output's natural scale), the mask exact.
 """
 
 import tracemalloc
@@ -110,17 +112,46 @@ def fused(impl, x, gamma, beta, dy, act, drop, version=None):
 
 
 def assert_bitwise(a, b):
+    """For one implementation run two ways (serial and parallel builds of one source): the same bits."""
     for k in a:
         if a[k] is not None:
             np.testing.assert_array_equal(a[k].view(np.uint8), b[k].view(np.uint8), err_msg=k)
 
 
+# Fused kernels against the chain of layer kernels: two implementations of the same expressions.
+# On this machine they agree bit for bit; the tests allow a few ulps of each array's largest
+# magnitude, since whether LLVM contracts a product and a sum into one fused multiply-add is a
+# per-loop decision that another CPU may make differently. Integers (masks, counters) are exact,
+# and so is the sign of every zero (relu(-0) is +0, as the chain gives it).
+ULPS = 4
+
+
+def assert_close(a, b, name="", ulps=ULPS):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape and a.dtype == b.dtype, (name, a.shape, b.shape, a.dtype, b.dtype)
+    if a.dtype.kind != "f":
+        np.testing.assert_array_equal(a, b, err_msg=name)
+        return
+    scale = float(np.abs(b).max()) if b.size else 0.0
+    bound = ulps * float(np.finfo(a.dtype).eps) * scale
+    err = float(np.abs(a.astype(np.float64) - b).max()) if b.size else 0.0
+    assert err <= bound, f"{name}: differs by {err:.3g}, more than {ulps} ulps of {scale:.3g}"
+    zeros = b == 0
+    np.testing.assert_array_equal(np.signbit(a[zeros]), np.signbit(b[zeros]), err_msg=f"{name}: sign of zero")
+
+
+def assert_all_close(a, b, ulps=ULPS):
+    for k in a:
+        if a[k] is not None:
+            assert_close(a[k], b[k], k, ulps)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("act,drop", VARIANTS)
-def test_fused_kernels_are_the_chain_bitwise(rng, dtype, shape, act, drop):
+def test_fused_kernels_are_the_chain(rng, dtype, shape, act, drop):
     x, gamma, beta, dy = _inputs(rng, shape, dtype)
-    assert_bitwise(chain(x, gamma, beta, dy, act, drop), fused(KF, x, gamma, beta, dy, act, drop, "serial"))
+    assert_all_close(fused(KF, x, gamma, beta, dy, act, drop, "serial"), chain(x, gamma, beta, dy, act, drop))
 
 
 def _numba_threads(n):
@@ -222,10 +253,9 @@ def _state(model):
     return out
 
 
-def _assert_same_state(a, b):
+def _assert_same_state(a, b, ulps=ULPS):
     assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_array_equal(a[k].view(np.uint8), b[k].view(np.uint8), err_msg=k)
+    assert_all_close(a, b, ulps)
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
@@ -242,10 +272,15 @@ def test_sequential_fused_equals_layers_one_by_one(rng, backend, dtype, width, b
         dy = rng.standard_normal((batch, 3)).astype(dtype)
         out = fused_model.forward(x).copy()
         assert fused_model._runs[0].fused_last
-        np.testing.assert_array_equal(out, hand_forward(plain, x))
+        assert_close(out, hand_forward(plain, x), "y")
         dx = fused_model.backward(dy, input_grad=True)
-        np.testing.assert_array_equal(dx, hand_backward(plain, dy, True))
+        assert_close(dx, hand_backward(plain, dy, True), "dx")
         _assert_same_state(_state(fused_model), _state(plain))
+
+
+# 20 steps let a difference of an ulp in a step grow: allowed 1024 ulps (1.2e-4 of each array's
+# scale in float32, 2.3e-13 in float64); measured here, 0.
+TRAJECTORY_ULPS = 1024
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -269,9 +304,9 @@ def test_training_trajectory_is_the_unfused_one(optimizer, dtype):
         loss_u = losses[1].forward(hand_forward(models[1], x), y)
         hand_backward(models[1], losses[1].backward(), False)
         opts[1].step()
-        assert loss_f == loss_u
+        assert abs(loss_f - loss_u) <= TRAJECTORY_ULPS * np.finfo(dtype).eps * abs(loss_u)
     assert all(run.fused_last for run in models[0]._runs)
-    _assert_same_state(_state(models[0]), _state(models[1]))
+    _assert_same_state(_state(models[0]), _state(models[1]), TRAJECTORY_ULPS)
 
 
 def test_eval_mode_runs_the_layers_and_equals_them(rng):
@@ -283,10 +318,10 @@ def test_eval_mode_runs_the_layers_and_equals_them(rng):
     plain.eval()
     out = model.forward(x).copy()
     assert not model._runs[0].fused_last
-    np.testing.assert_array_equal(out, hand_forward(plain, x))
+    assert_close(out, hand_forward(plain, x), "y")  # the running statistics came from a fused step
     np.testing.assert_array_equal(model.predict(x), out)
     dy = rng.standard_normal(out.shape).astype(np.float32)
-    np.testing.assert_array_equal(model.backward(dy, input_grad=True), hand_backward(plain, dy, True))
+    assert_close(model.backward(dy, input_grad=True), hand_backward(plain, dy, True), "dx")
     # one layer in eval mode is enough to run the run layer by layer
     model.train()
     model.layers[3].eval()
@@ -300,8 +335,8 @@ def test_mutating_layers_is_followed(rng):
     dy = rng.standard_normal((6, 3)).astype(np.float32)
 
     def check():
-        np.testing.assert_array_equal(model.forward(x), hand_forward(plain, x))
-        np.testing.assert_array_equal(model.backward(dy, input_grad=True), hand_backward(plain, dy, True))
+        assert_close(model.forward(x), hand_forward(plain, x), "y")
+        assert_close(model.backward(dy, input_grad=True), hand_backward(plain, dy, True), "dx")
         _assert_same_state(_state(model), _state(plain))
 
     check()
