@@ -133,16 +133,20 @@ class Rows:
         a = self.array
         return self.index is None and a.dtype == self.dtype and a.flags.c_contiguous
 
-    def take(self, idx: np.ndarray, out: np.ndarray, stage: np.ndarray | None = None) -> np.ndarray:
+    def take(
+        self, idx: np.ndarray, out: np.ndarray, stage: np.ndarray | None = None, index_out: np.ndarray | None = None
+    ) -> np.ndarray:
         """Rows ``idx`` (m,) into ``out`` (m, d) of ``dtype``, converted on the way.
 
         A conversion gathers into ``stage`` ((m, d) of the array's dtype, reused by the caller)
         and casts from there; without one, it goes through a temporary of at most
         :data:`STAGE_BYTES`, a piece of the rows at a time. (``np.take`` into an ``out`` of
         another dtype would first cast ``out``'s old contents into a temporary of ``out``'s size.)
+        With an :attr:`index`, the array's row numbers are composed into ``index_out`` ((m,) intp,
+        reused by the caller) or a new array.
         """
         if self.index is not None:
-            idx = self.index[idx]
+            idx = np.take(self.index, idx, out=index_out, mode="clip")  # idx < len(index): never clips
         a, m = self.array, idx.shape[0]
         contiguous = a.flags.c_contiguous
         if contiguous and a.dtype == out.dtype:
@@ -228,8 +232,10 @@ class ArraySource:
         """Rows ``idx`` (m,) of ``X`` and ``y``, in reused buffers: (m, d) in X's read dtype and (m, ...)."""
         xb, yb = self._buffers(idx.shape[0], slot)
         a = self.X.array
-        stage = None if a.dtype == xb.dtype else self._bufs[slot].get("stage", xb.shape, a.dtype)
-        self.X.take(idx, xb, stage)
+        pool = self._bufs[slot]
+        stage = None if a.dtype == xb.dtype else pool.get("stage", xb.shape, a.dtype)
+        rows = None if self.X.index is None else pool.get("rows", idx.shape, np.intp)
+        self.X.take(idx, xb, stage, rows)
         np.take(self.y, idx, axis=0, out=yb, mode="clip")
         return xb, yb
 

@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+from _helpers import ctrl_c_in_batch
 
 import fastbp
 from fastbp import checkpoint as ckpt
@@ -183,20 +184,7 @@ def test_interrupt_joins_the_prefetch_thread(xy, monkeypatch):
     X, y = xy
     monkeypatch.setattr(data.ArraySource, "default_prefetch", True)
     before = threading.active_count()
-    calls = []
-
-    def pressed_in_batch_three():  # what defer_interrupts' function says: Ctrl-C during batch 3
-        calls.append(1)
-        return len(calls) >= 3
-
-    class Pressed:
-        def __enter__(self):
-            return pressed_in_batch_three
-
-        def __exit__(self, *exc):
-            return False
-
-    monkeypatch.setattr(fastbp.training, "defer_interrupts", Pressed)
+    monkeypatch.setattr(fastbp.training, "defer_interrupts", ctrl_c_in_batch(3))
     with pytest.raises(TrainingInterrupted, match="after batch 3 of 12"):
         _fit(X, y)
     assert threading.active_count() == before
@@ -314,3 +302,26 @@ def test_estimators_on_float64_match_float32_input(xy):
     b = MLPRegressor(**kw).fit(X.astype(np.float32), X[:, 0])
     assert a.validation_scores_ == b.validation_scores_
     assert np.array_equal(a.predict(X), b.predict(X.astype(np.float32)))
+
+
+def test_gathering_rows_of_a_subset_allocates_nothing_after_warmup():
+    """The estimators' early-stopping split trains on a subset (Rows with an index): its row numbers
+    are composed into a reused buffer, not a new array per batch."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3000, 64))  # float64, read as float32: the staging path too
+    rows = data.Rows(X, np.float32).subset(rng.permutation(3000)[:2400])
+    source = data.ArraySource(rows, np.arange(2400))
+    order = rng.permutation(2400)
+    for start in range(0, 2400, 200):  # warm-up: the buffers of one batch size
+        source.gather(order[start : start + 200])
+    tracemalloc.start()
+    try:
+        for start in range(0, 2400, 200):
+            xb, _ = source.gather(order[start : start + 200])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 200 * 8, f"a gather allocated {peak} bytes at its peak"  # one batch of row numbers is 1600
+    np.testing.assert_array_equal(xb, X[rows.index[order[2200:]]].astype(np.float32))
