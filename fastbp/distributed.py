@@ -344,7 +344,7 @@ class Epoch:
         """As ``training._Epoch.run``; the logs are over every rank's rows."""
         from .loop import count_correct, forward_loss
         from .optim import clip_grad_norm
-        from .training import TrainingInterrupted, _mean_norm
+        from .training import NonFiniteLossError, TrainingInterrupted, _mean_norm
 
         comm, MPI, tail, grads = self.world.comm, self.world.MPI, self.tail, self.grads
         split = self.buffer.dtype != np.float64
@@ -404,12 +404,12 @@ class Epoch:
                 where = ", ".join(str(r) for r, p in enumerate(pressed) if p)
                 stop.args = (f"{stop.args[0]} (Ctrl-C on rank {where or '?'})",)
                 raise mark_agreed(stop)
-        self._check_finite(epoch, safe_state)
-        elapsed = position.elapsed
-        logs = {"loss": position.total / self.n, "samples_per_sec": self.n / elapsed if elapsed > 0 else float("inf")}
-        if self.classifier:
-            logs["accuracy"] = position.correct / self.n
-        return logs
+        try:  # the parameters are the same on every rank: every rank decides alike
+            self.local.check_finite(epoch, self.n_batches, safe_state)
+        except NonFiniteLossError as e:
+            mark_agreed(e)
+            raise
+        return self.local.logs(position, self.n)
 
     def _set_tail(self, total, norm, correct, m, failed, pressed, split) -> None:
         tail = self.tail
@@ -423,17 +423,8 @@ class Epoch:
         tail[_CORRECT], tail[_ROWS] = correct, m
         tail[_FAIL], tail[_STOP] = (1.0 if failed else 0.0), (1.0 if pressed else 0.0)
 
-    def _restore_if_broken(self, safe_state) -> bool:
-        if all(np.isfinite(p.data).all() for p in self.params):
-            return False
-        self.model.load_state_dict(safe_state[0])
-        self.optimizer.load_state_dict(safe_state[1])
-        return True
-
     def _fail(self, failure, safe_state) -> None:
         """Some rank's step failed: every rank raises the lowest failing rank's error (no step was taken)."""
-        from .training import NonFiniteLossError
-
         mine = None
         if failure is not None:
             kind, what, text = failure
@@ -446,28 +437,5 @@ class Epoch:
             if local is not None:
                 raise exc from local
             raise exc
-        restored = self._restore_if_broken(safe_state)
-        where = text + (
-            "; the parameters had become non-finite, so the model was restored to the start of the epoch"
-            if restored
-            else ""
-        )
-        raise mark_agreed(
-            NonFiniteLossError(
-                f"rank {r}: loss became {what} at {where}. Lower the learning rate, "
-                "clip gradients (clip_norm=...) or check the data for NaN/inf."
-            )
-        )
-
-    def _check_finite(self, epoch, safe_state) -> None:
-        from .training import NonFiniteLossError
-
-        # The parameters are the same on every rank: every rank decides alike.
-        if self._restore_if_broken(safe_state):
-            raise mark_agreed(
-                NonFiniteLossError(
-                    f"parameters became non-finite in the last update of epoch {epoch} (batch {self.n_batches}); "
-                    "the model was restored to the start of the epoch. Lower the learning rate, "
-                    "clip gradients (clip_norm=...) or check the data for NaN/inf."
-                )
-            )
+        exc = self.local.loss_error(what, text, safe_state)
+        raise mark_agreed(type(exc)(f"rank {r}: {exc}"))

@@ -330,31 +330,46 @@ class _Epoch:
             if interrupted():
                 raise TrainingInterrupted(epoch, b + 1, self.n_batches, history)
         self.n, self.n_batches = self.batches.n, b  # a stream's size is known once it has been read
-        if not all(np.isfinite(p.data).all() for p in self.params):
-            # The last update made them non-finite: no later forward would tell.
-            self.model.load_state_dict(safe_state[0])
-            self.optimizer.load_state_dict(safe_state[1])
+        self.check_finite(epoch, self.n_batches, safe_state)
+        return self.logs(position, self.n)
+
+    def logs(self, position: Position, n: int) -> dict:
+        """The epoch's logs from its running sums over ``n`` rows: loss, accuracy and throughput."""
+        elapsed = position.elapsed
+        logs = {"loss": position.total / n, "samples_per_sec": n / elapsed if elapsed > 0 else float("inf")}
+        if self.classifier:
+            logs["accuracy"] = position.correct / n
+        return logs
+
+    def restore_if_broken(self, safe_state) -> bool:
+        """Put back ``safe_state`` (model, optimizer) if a parameter is non-finite; whether it did."""
+        if all(np.isfinite(p.data).all() for p in self.params):
+            return False
+        self.model.load_state_dict(safe_state[0])
+        self.optimizer.load_state_dict(safe_state[1])
+        return True
+
+    def check_finite(self, epoch: int, n_batches: int, safe_state) -> None:
+        """After the epoch's last update, which may have made the parameters non-finite: no later forward would tell."""
+        if self.restore_if_broken(safe_state):
             raise NonFiniteLossError(
-                f"parameters became non-finite in the last update of epoch {epoch} (batch {self.n_batches}); "
+                f"parameters became non-finite in the last update of epoch {epoch} (batch {n_batches}); "
                 "the model was restored to the start of the epoch. Lower the learning rate, "
                 "clip gradients (clip_norm=...) or check the data for NaN/inf."
             )
-        elapsed = position.elapsed
-        logs = {"loss": position.total / self.n, "samples_per_sec": self.n / elapsed if elapsed > 0 else float("inf")}
-        if self.classifier:
-            logs["accuracy"] = position.correct / self.n
-        return logs
 
-    def _fail(self, batch_loss, epoch, b, start, m, safe_state):
-        where = f"epoch {epoch}, batch {b + 1} (rows {start}..{start + m - 1} of the epoch order)"
-        if not all(np.isfinite(p.data).all() for p in self.params):
-            self.model.load_state_dict(safe_state[0])
-            self.optimizer.load_state_dict(safe_state[1])
+    def loss_error(self, batch_loss, where: str, safe_state) -> NonFiniteLossError:
+        """The error for a non-finite loss at ``where``, after restoring ``safe_state`` if the parameters broke."""
+        if self.restore_if_broken(safe_state):
             where += "; the parameters had become non-finite, so the model was restored to the start of the epoch"
-        raise NonFiniteLossError(
+        return NonFiniteLossError(
             f"loss became {batch_loss} at {where}. Lower the learning rate, "
             "clip gradients (clip_norm=...) or check the data for NaN/inf."
         )
+
+    def _fail(self, batch_loss, epoch, b, start, m, safe_state):
+        where = f"epoch {epoch}, batch {b + 1} (rows {start}..{start + m - 1} of the epoch order)"
+        raise self.loss_error(batch_loss, where, safe_state)
 
 
 class _Monitor:

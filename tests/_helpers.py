@@ -34,3 +34,22 @@ def in_fresh_process(module: str, function: str, *args):
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def ctrl_c_in_batch(k: int):
+    """A stand-in for :func:`fastbp.loop.defer_interrupts` (monkeypatched into ``fastbp.training``)
+    whose function says Ctrl-C was pressed during batch ``k`` (its ``k``-th call) and after."""
+    calls = []
+
+    def pressed():
+        calls.append(1)
+        return len(calls) >= k
+
+    class Pressed:
+        def __enter__(self):
+            return pressed
+
+        def __exit__(self, *exc):
+            return False
+
+    return Pressed

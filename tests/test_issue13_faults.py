@@ -10,6 +10,7 @@ import threading
 
 import numpy as np
 import pytest
+from _helpers import ctrl_c_in_batch
 from mpi_scripts import _launch
 
 import fastbp
@@ -55,20 +56,7 @@ def test_ragged_input_to_predict_names_x(xy):
 
 def test_interrupt_in_a_streams_first_epoch_does_not_claim_0_batches_per_epoch(xy, monkeypatch):
     X, y = xy
-    calls = []
-
-    def pressed_in_batch_three():  # what defer_interrupts' function says: Ctrl-C during batch 3
-        calls.append(1)
-        return len(calls) >= 3
-
-    class Pressed:
-        def __enter__(self):
-            return pressed_in_batch_three
-
-        def __exit__(self, *exc):
-            return False
-
-    monkeypatch.setattr(fastbp.training, "defer_interrupts", Pressed)
+    monkeypatch.setattr(fastbp.training, "defer_interrupts", ctrl_c_in_batch(3))
     batches = [(X[i : i + 8], y[i : i + 8]) for i in range(0, 48, 8)]
     with pytest.raises(TrainingInterrupted) as info:
         _fit(batches, None)
@@ -98,11 +86,6 @@ def test_a_bare_ctrl_c_does_not_wait_for_a_stuck_source():
     assert _prefetch_threads() == []
 
 
-def _results(stdout: str) -> dict:
-    found = re.findall(r"^RESULT rank=(\d+) type=(\S+) message=(.*)$", stdout, re.M)
-    return {int(rank): (kind, message) for rank, kind, message in found}
-
-
 # case: (exception type every rank raises, what its message says)
 MPI_CASES = {
     # Was an IndexError after the first epoch, aborting the job: the cross-rank mean reads y_val.
@@ -113,15 +96,7 @@ MPI_CASES = {
 
 @pytest.mark.parametrize("case", sorted(MPI_CASES))
 def test_every_rank_refuses_alike(case):
-    done = _launch.run(2, "faults_mpi.py", case, timeout=120)
-    assert done.returncode == 0, done.stderr
-    results = _results(done.stdout)
-    assert sorted(results) == [0, 1], done.stdout + done.stderr
-    kind, pattern = MPI_CASES[case]
-    for rank, (raised, message) in results.items():
-        assert raised == kind, (rank, raised, message)
-        assert re.search(pattern, message), (rank, message)
-    assert results[0] == results[1]
+    _launch.assert_every_rank_raised("faults_mpi.py", case, *MPI_CASES[case])
 
 
 def test_stream_validation_is_refused_under_a_one_rank_comm(xy):

@@ -6,8 +6,6 @@ hang fails the test at the launcher's timeout.
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from mpi_scripts import _launch
 
@@ -25,22 +23,9 @@ AGREED = {
 }
 
 
-def _results(stdout: str) -> dict:
-    found = re.findall(r"^RESULT rank=(\d+) type=(\S+) message=(.*)$", stdout, re.M)
-    return {int(rank): (kind, message) for rank, kind, message in found}
-
-
 @pytest.mark.parametrize("case", sorted(AGREED))
 def test_every_rank_raises_the_failing_ranks_error(case):
-    done = _launch.run(2, "fit_failures.py", case, timeout=120)
-    assert done.returncode == 0, done.stderr
-    results = _results(done.stdout)
-    assert sorted(results) == [0, 1], done.stdout + done.stderr
-    kind, pattern = AGREED[case]
-    for rank, (raised, message) in results.items():
-        assert raised == kind, (rank, raised, message)
-        assert re.search(pattern, message), (rank, message)
-    assert results[0] == results[1]  # the same exception on both ranks
+    _launch.assert_every_rank_raised("fit_failures.py", case, *AGREED[case])
 
 
 def test_an_error_outside_a_step_aborts_every_rank():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -50,3 +51,17 @@ def run(n: int, *command: str, timeout: float = 180, cwd=None) -> subprocess.Com
         out, err = proc.communicate()
         pytest.fail(f"mpiexec -n {n} {' '.join(command)} hung for {timeout} s\nstdout:\n{out}\nstderr:\n{err}")
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def assert_every_rank_raised(script: str, case: str, kind: str, pattern: str) -> None:
+    """Run ``script case`` on 2 ranks; each must print ``RESULT rank=r type=kind message=...`` with ``pattern``
+    in the message, the same on both ranks."""
+    done = run(2, script, case, timeout=120)
+    assert done.returncode == 0, done.stderr
+    found = re.findall(r"^RESULT rank=(\d+) type=(\S+) message=(.*)$", done.stdout, re.M)
+    results = {int(rank): (raised, message) for rank, raised, message in found}
+    assert sorted(results) == [0, 1], done.stdout + done.stderr
+    for rank, (raised, message) in results.items():
+        assert raised == kind, (rank, raised, message)
+        assert re.search(pattern, message), (rank, message)
+    assert results[0] == results[1]  # the same exception on both ranks
