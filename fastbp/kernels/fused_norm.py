@@ -108,6 +108,18 @@ def _grad_py(g, keep, v, o, act, p1, drop, dscale, zero, one):
 _grad = jit(_grad_py, inline="always")
 
 
+def _grad_at_py(e, q, r, o, j, k, sc, sh, act, p1, drop, reads, dscale, zero, one):
+    """:func:`_grad_py` at column ``j`` of one row: ``e`` of dy, ``q`` of the mask (with ``drop``),
+    ``r`` of x (centred by ``k``, scaled by ``sc``, shifted by ``sh``: the BatchNorm output) and
+    ``o`` of the activation output (when the derivative ``reads`` it)."""
+    return _grad(
+        e[j], q[j] if drop else 1, (r[j] - k) * sc + sh, o[j] if reads else sc, act, p1, drop, dscale, zero, one
+    )
+
+
+_grad_at = jit(_grad_at_py, inline="always")
+
+
 _NAMES = {IDENTITY: "identity", RELU: "relu", LEAKY_RELU: "leaky_relu", SIGMOID: "sigmoid", TANH: "tanh"}
 _KERNELS: dict = {}
 
@@ -249,54 +261,10 @@ def _make(act, drop):
                 for j in range(m):
                     k = center[j]
                     sc, sh = scale[j], shift[j]
-                    g0 = _grad(
-                        e0[j],
-                        q0[j] if drop else 1,
-                        (r0[j] - k) * sc + sh,
-                        o0[j] if reads else sc,
-                        act,
-                        p1,
-                        drop,
-                        dscale,
-                        zero,
-                        one,
-                    )
-                    g1 = _grad(
-                        e1[j],
-                        q1[j] if drop else 1,
-                        (r1[j] - k) * sc + sh,
-                        o1[j] if reads else sc,
-                        act,
-                        p1,
-                        drop,
-                        dscale,
-                        zero,
-                        one,
-                    )
-                    g2 = _grad(
-                        e2[j],
-                        q2[j] if drop else 1,
-                        (r2[j] - k) * sc + sh,
-                        o2[j] if reads else sc,
-                        act,
-                        p1,
-                        drop,
-                        dscale,
-                        zero,
-                        one,
-                    )
-                    g3 = _grad(
-                        e3[j],
-                        q3[j] if drop else 1,
-                        (r3[j] - k) * sc + sh,
-                        o3[j] if reads else sc,
-                        act,
-                        p1,
-                        drop,
-                        dscale,
-                        zero,
-                        one,
-                    )
+                    g0 = _grad_at(e0, q0, r0, o0, j, k, sc, sh, act, p1, drop, reads, dscale, zero, one)
+                    g1 = _grad_at(e1, q1, r1, o1, j, k, sc, sh, act, p1, drop, reads, dscale, zero, one)
+                    g2 = _grad_at(e2, q2, r2, o2, j, k, sc, sh, act, p1, drop, reads, dscale, zero, one)
+                    g3 = _grad_at(e3, q3, r3, o3, j, k, sc, sh, act, p1, drop, reads, dscale, zero, one)
                     sb[j] += np.float64((g0 + g1) + (g2 + g3))
                     sg[j] += np.float64((g0 * (r0[j] - k) + g1 * (r1[j] - k)) + (g2 * (r2[j] - k) + g3 * (r3[j] - k)))
                 i += 4
@@ -307,18 +275,7 @@ def _make(act, drop):
                 o0 = o[i] if reads else o[:0].reshape(-1)
                 for j in range(m):
                     k = center[j]
-                    g0 = _grad(
-                        e0[j],
-                        q0[j] if drop else 1,
-                        (r0[j] - k) * scale[j] + shift[j],
-                        o0[j] if reads else k,
-                        act,
-                        p1,
-                        drop,
-                        dscale,
-                        zero,
-                        one,
-                    )
+                    g0 = _grad_at(e0, q0, r0, o0, j, k, scale[j], shift[j], act, p1, drop, reads, dscale, zero, one)
                     sb[j] += np.float64(g0)
                     sg[j] += np.float64(g0 * (r0[j] - k))
                 i += 1
@@ -346,18 +303,7 @@ def _make(act, drop):
             out = dx[i]
             for j in range(m):
                 k = center[j]
-                g = _grad(
-                    gr[j],
-                    q[j] if drop else 1,
-                    (r[j] - k) * scale[j] + shift[j],
-                    orow[j] if reads else k,
-                    act,
-                    p1,
-                    drop,
-                    dscale,
-                    zero,
-                    one,
-                )
+                g = _grad_at(gr, q, r, orow, j, k, scale[j], shift[j], act, p1, drop, reads, dscale, zero, one)
                 out[j] = scale[j] * g + (b[j] * (r[j] - k) + e[j])
 
     name = f"bn_{_NAMES[act]}{'_dropout' if drop else ''}"
