@@ -273,8 +273,10 @@ def test_limit_threads_rejects_bad_counts():
 # -- the default thread count ----------------------------------------------------
 
 
-def test_default_thread_count_honours_the_smallest_limit_in_the_environment():
-    cores = max(1, numba.config.NUMBA_NUM_THREADS)
+def test_default_thread_count_honours_the_smallest_limit_in_the_environment(monkeypatch):
+    # What numba could launch, fixed: on a 1-thread setting no limit could lower it.
+    cores = 4
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", cores)
     assert threads.default_num_threads({}) == (cores, "NUMBA_NUM_THREADS")
     # Dask's nanny: OMP/MKL/OPENBLAS_NUM_THREADS=1 but no NUMBA_NUM_THREADS.
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
