@@ -264,12 +264,16 @@ class SGD(Optimizer):
             self._state_names = ("momentum_buffer",)
             self.state["momentum_buffer"] = [np.zeros_like(p.data) for p in self.params]
             self._flat_state["momentum_buffer"] = [a.reshape(-1) for a in self.state["momentum_buffer"]]
-        bufs = self._flat_state.get("momentum_buffer")
+        bufs = self._flat_state.get("momentum_buffer") if momentum else None
+        consts: dict = {}  # the constants in each dtype, rounded once per step
+        sgd = self._k.sgd
         for i in indices:
             w, g = self._flat[i]
-            t = w.dtype.type
-            buf = bufs[i] if bufs and momentum else w[:0]
-            self._k.sgd(w, g, buf, t(lr), t(momentum), t(wd), nesterov)
+            c = consts.get(w.dtype)
+            if c is None:
+                t = w.dtype.type
+                c = consts[w.dtype] = (t(lr), t(momentum), t(wd), nesterov)
+            sgd(w, g, bufs[i] if bufs else w[:0], *c)
 
 
 def _betas(value, name):
@@ -310,25 +314,18 @@ class Adam(Optimizer):
         decay = 1 - lr * wd if self._decoupled else 1.0
         l2 = 0.0 if self._decoupled else wd
         ms, vs = self._flat_state["exp_avg"], self._flat_state["exp_avg_sq"]
+        # Every constant is formed in float64 and rounded once to the array's dtype (PyTorch's rule),
+        # once per dtype and step rather than once per parameter.
+        values = (step_size, inv_sqrt_bc2, group["eps"], b1, b2, 1 - b1, 1 - b2, l2, decay)
+        consts: dict = {}
+        adam = self._k.adam
         for i in indices:
             w, g = self._flat[i]
-            t = w.dtype.type
-            # Every constant is formed in float64 and rounded once to the array's dtype (PyTorch's rule).
-            self._k.adam(
-                w,
-                g,
-                ms[i],
-                vs[i],
-                t(step_size),
-                t(inv_sqrt_bc2),
-                t(group["eps"]),
-                t(b1),
-                t(b2),
-                t(1 - b1),
-                t(1 - b2),
-                t(l2),
-                t(decay),
-            )
+            c = consts.get(w.dtype)
+            if c is None:
+                t = w.dtype.type
+                c = consts[w.dtype] = tuple(t(x) for x in values)
+            adam(w, g, ms[i], vs[i], *c)
 
 
 class AdamW(Adam):

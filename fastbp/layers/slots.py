@@ -26,7 +26,8 @@ class _Slot:
 
     def __set__(self, obj, value):
         old = getattr(obj, self.attr, _UNSET)
-        if old is not _UNSET:
+        # ``is``: an in-place update (``drop._step += 1``) assigns the same array on every step.
+        if old is not _UNSET and old is not value:
             self._check(old, value)
         setattr(obj, self.attr, value)
 
@@ -36,13 +37,14 @@ class _Slot:
                 was = "None" if old is None else f"a {self._describe(old)}"
                 raise ValueError(f"{self.name}: this layer was built with {was}; it cannot become {new!r:.60}")
             return
-        expected = self._describe(old)
         if not isinstance(new, Parameter if self.kind == "parameter" else np.ndarray):
-            raise TypeError(f"{self.name}: expected a {expected}, got {type(new).__name__}")
+            raise TypeError(f"{self.name}: expected a {self._describe(old)}, got {type(new).__name__}")
         if new.shape != old.shape or new.dtype != old.dtype:
-            raise ValueError(f"{self.name}: expected a {expected}, got {new.dtype} of shape {tuple(new.shape)}")
+            raise ValueError(
+                f"{self.name}: expected a {self._describe(old)}, got {new.dtype} of shape {tuple(new.shape)}"
+            )
         if self.kind == "array" and (not new.flags.c_contiguous or not new.flags.writeable):
-            raise ValueError(f"{self.name}: expected a {expected}, got a read-only or non-contiguous array")
+            raise ValueError(f"{self.name}: expected a {self._describe(old)}, got a read-only or non-contiguous array")
 
     def _describe(self, old) -> str:
         if self.kind == "parameter":

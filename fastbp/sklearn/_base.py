@@ -34,10 +34,14 @@ from ..data import ArraySource, Rows
 from ..loop import defer_interrupts
 from ..threads import limit_threads
 from . import _checkpoint, _lbfgs, _params
+from ._compiled import compiled_epoch
 from ._network import BN_KEYS, Network, RegularizedNetwork, new_batch_norm_state
 from ._outputs import OutputLoss, activate
 from ._solvers import SGD, Adam
 
+# Whether the plain MLP's epochs run compiled (fastbp/sklearn/_compiled.py); the tests turn it off to
+# compare with the Python loop.
+COMPILED = True
 _PREDICT_ROWS = 4096  # rows per chunk when predicting: bounds the activations' memory
 
 
@@ -598,12 +602,17 @@ class _Epoch:
         # BatchNorm1d cannot train on one row: such a batch (the last of an epoch) is skipped.
         self.min_rows = 2 if getattr(net, "batch_norm", None) is not None else 1
         self.skipped = 0  # rows skipped in the last epoch
+        # The plain MLP's batches in compiled calls (the same step, without the Python around it).
+        self.compiled = compiled_epoch(net, solver, out_loss.out, gather, batch_size, alpha) if COMPILED else None
 
     def run(self, order, interrupted):
         """Sum over batches of (batch loss x batch rows), as scikit-learn accumulates; None if interrupted.
 
         ``order``: the epoch's sample permutation, or None for the stored order.
         """
+        if self.compiled is not None:
+            self.skipped = 0
+            return self.compiled.run(order, interrupted)
         net, alpha = self.net, self.alpha
         n = self.gather.X.shape[0]
         total = 0.0
