@@ -316,7 +316,7 @@ class Adam(Optimizer):
         ms, vs = self._flat_state["exp_avg"], self._flat_state["exp_avg_sq"]
         # Every constant is formed in float64 and rounded once to the array's dtype (PyTorch's rule),
         # once per dtype and step rather than once per parameter.
-        values = (step_size, inv_sqrt_bc2, group["eps"], b1, b2, 1 - b1, 1 - b2, l2, decay)
+        eps = group["eps"]
         consts: dict = {}
         adam = self._k.adam
         for i in indices:
@@ -324,7 +324,8 @@ class Adam(Optimizer):
             c = consts.get(w.dtype)
             if c is None:
                 t = w.dtype.type
-                c = consts[w.dtype] = tuple(t(x) for x in values)
+                c = (t(step_size), t(inv_sqrt_bc2), t(eps), t(b1), t(b2), t(1 - b1), t(1 - b2), t(l2), t(decay))
+                consts[w.dtype] = c
             adam(w, g, ms[i], vs[i], *c)
 
 

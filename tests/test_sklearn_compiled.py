@@ -163,3 +163,72 @@ def test_gemm_matches_numpy_matmul(n, k, m, dtype):
         want = x.astype(np.float64) @ y.astype(np.float64)
         bound = x.shape[1] * eps * (np.abs(x).astype(np.float64) @ np.abs(y).astype(np.float64)) + np.finfo(dtype).tiny
         assert (np.abs(got - want) <= bound).all()
+
+
+@pytest.mark.parametrize(
+    "y",
+    [
+        np.array([3, 1, 2, 3, 1, 1]),
+        np.array([1.0, 4.0, 1.0, 2.0]),  # float class labels (integral: LabelBinarizer refuses others)
+        np.array(["b", "a", "c", "a"]),
+        np.array([True, False, False]),
+        np.array([7, 9, 9, 7]),  # binary: one column
+        np.array(["no", "yes", "yes"]),
+    ],
+)
+def test_binarize_matches_label_binarizer(y):
+    from sklearn.preprocessing import LabelBinarizer
+
+    from fastbp.sklearn._estimators import _binarize
+
+    lb = LabelBinarizer().fit(y)
+    got = _binarize(lb, y)
+    assert got.dtype == bool
+    np.testing.assert_array_equal(got, lb.transform(y).astype(bool))
+    # labels of a subset (partial_fit), and one outside the classes: LabelBinarizer's own answer or error
+    np.testing.assert_array_equal(_binarize(lb, y[:2]), lb.transform(y[:2]).astype(bool))
+    lb3 = LabelBinarizer().fit(np.concatenate([y, y[:1]]))
+    other = np.array(["zz"]) if y.dtype.kind == "U" else np.array([123], y.dtype)
+    try:
+        want = lb3.transform(other).astype(bool)
+    except ValueError:
+        with pytest.raises(ValueError):
+            _binarize(lb3, other)
+    else:
+        np.testing.assert_array_equal(_binarize(lb3, other), want)
+
+
+def test_ctrl_c_stops_the_compiled_loop_after_a_whole_call(monkeypatch, default_sigint):
+    # One batch a call (CHUNK_FLOPS tiny): a Ctrl-C during the fifth call stops after it,
+    # with five whole steps applied, as the Python loop stops after the step it arrives in.
+    import os
+    import signal
+
+    from fastbp.kernels import mlp_epoch
+
+    X, y = _data("multiclass", np.float64, n=400)
+    monkeypatch.setattr(_compiled, "CHUNK_FLOPS", 1.0)
+    real = mlp_epoch.epoch_kernel
+    calls = []
+
+    def interrupting_kernel(out, solver):
+        kern = real(out, solver)
+
+        def call(*args):
+            calls.append(1)
+            if len(calls) == 5:
+                os.kill(os.getpid(), signal.SIGINT)  # arrives while the call runs
+            return kern(*args)
+
+        return call
+
+    monkeypatch.setattr(mlp_epoch, "epoch_kernel", interrupting_kernel)
+    params = dict(hidden_layer_sizes=(16,), random_state=0, batch_size=50, shuffle=False, max_iter=5)
+    with pytest.warns(UserWarning, match="interrupted"):
+        clf = MLPClassifier(**params).fit(X, y)
+    monkeypatch.undo()
+    ref = MLPClassifier(**{**params, "max_iter": 1}).partial_fit(X[:250], y[:250], classes=np.unique(y))
+    assert clf.loss_curve_ == [] and clf.n_iter_ == 0 and len(calls) == 5
+    for a, b in zip(clf.coefs_, ref.coefs_):
+        np.testing.assert_array_equal(a, b)  # exactly five whole steps of 50 rows
+    assert signal.getsignal(signal.SIGINT) is default_sigint

@@ -507,9 +507,10 @@ def test_ctrl_c_stops_after_a_whole_step_and_keeps_the_model(digits, monkeypatch
     import os
     import signal
 
-    from fastbp.sklearn import _outputs
+    from fastbp.sklearn import _base, _outputs
 
     X, y = digits
+    monkeypatch.setattr(_base, "COMPILED", False)  # the Python loop; the compiled one: tests/test_sklearn_compiled.py
     calls = []
     real = _outputs.OutputLoss.__call__
 

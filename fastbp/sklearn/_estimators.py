@@ -101,6 +101,29 @@ def _fill_doc(cls):
 
 
 @_fill_doc
+def _binarize(lb: LabelBinarizer, y) -> np.ndarray:
+    """``lb.transform(y).astype(bool)``; for 1-D binary or multiclass labels, without its type checks.
+
+    ``LabelBinarizer.transform`` runs ``type_of_target`` on ``y`` again (a third time per
+    fit), about 0.7 ms on digits' 1347 labels: a seventh of a 20-epoch fit. Labels are
+    found by ``searchsorted`` in the sorted ``classes_``; anything else, or a label not
+    among the classes, goes to ``transform`` (and its error).
+    """
+    classes = lb.classes_
+    if y.ndim == 1 and lb.y_type_ in ("binary", "multiclass") and len(classes) >= 2 and y.dtype.kind in "biufUS":
+        try:
+            idx = np.searchsorted(classes, y)
+        except TypeError:  # labels that do not compare with the classes
+            idx = None
+        if idx is not None and (idx < len(classes)).all() and (classes[np.minimum(idx, len(classes) - 1)] == y).all():
+            if lb.y_type_ == "binary":
+                return (idx == 1).reshape(-1, 1)
+            Y = np.zeros((y.shape[0], len(classes)), bool)
+            Y[np.arange(y.shape[0]), idx] = True
+            return Y
+    return lb.transform(y).astype(bool)
+
+
 class MLPClassifier(ClassifierMixin, BaseMLP):
     """Multi-layer perceptron classifier: ``sklearn.neural_network.MLPClassifier``, trained by fastbp.
 
@@ -235,7 +258,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                 raise ValueError(
                     f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. 'y' has {classes}."
                 )
-        return X, self._label_binarizer.transform(y).astype(bool)
+        return X, _binarize(self._label_binarizer, y)
 
     def _out_activation(self):
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
