@@ -100,7 +100,6 @@ def _fill_doc(cls):
     return cls
 
 
-@_fill_doc
 def _binarize(lb: LabelBinarizer, y) -> np.ndarray:
     """``lb.transform(y).astype(bool)``; for 1-D binary or multiclass labels, without its type checks.
 
@@ -124,6 +123,7 @@ def _binarize(lb: LabelBinarizer, y) -> np.ndarray:
     return lb.transform(y).astype(bool)
 
 
+@_fill_doc
 class MLPClassifier(ClassifierMixin, BaseMLP):
     """Multi-layer perceptron classifier: ``sklearn.neural_network.MLPClassifier``, trained by fastbp.
 
