@@ -232,3 +232,36 @@ def test_ctrl_c_stops_the_compiled_loop_after_a_whole_call(monkeypatch, default_
     for a, b in zip(clf.coefs_, ref.coefs_):
         np.testing.assert_array_equal(a, b)  # exactly five whole steps of 50 rows
     assert signal.getsignal(signal.SIGINT) is default_sigint
+
+
+def _fit_and_count_entries(cache_dir):
+    """A small fit in this process; the number of compiled-loop cache files afterwards."""
+    import pathlib
+
+    X, y = _data("multiclass", np.float64, n=60)
+    MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, tol=0).fit(X, y)
+    return len(list(pathlib.Path(cache_dir).rglob("mlp_epoch*.nbc")))
+
+
+def test_the_compiled_loop_is_loaded_from_the_cache_in_a_new_process(tmp_path, monkeypatch):
+    # Its cache key once held the pickled kernels it calls, which differ per process: every
+    # process compiled the loop again (4 s a first fit instead of 0.3 s) and added an entry.
+    import json
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("FASTBP_CACHE_DIR", str(tmp_path))
+    code = (
+        "import json, sys, warnings; warnings.simplefilter('ignore'); sys.path.insert(0, sys.argv[1]); "
+        "import test_sklearn_compiled as t; print(json.dumps(t._fit_and_count_entries(sys.argv[2])))"
+    )
+    here = str(__import__("pathlib").Path(__file__).resolve().parent)
+    counts = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", code, here, str(tmp_path)], capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stderr
+        counts.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert counts[0] >= 1
+    assert counts[1] == counts[0], "the second process compiled the loop again"

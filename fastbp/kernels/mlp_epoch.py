@@ -39,6 +39,13 @@ OUTPUTS = ("softmax", "logistic", "identity")  # the output activations compiled
 SOLVERS = ("sgd", "adam")
 _KERNELS: dict = {}
 
+# The serial builds of the Python step's kernels, which numba compiles into the loop. Module
+# globals, not closure cells: numba keys a closure's cache entry on its cells' pickled values,
+# and a pickled dispatcher differs from process to process (every process compiled anew).
+sx, bl, ms, ba, ab, bg, ad, sg, ss = (
+    k.serial for k in (softmax_xent_labels, bce_logits, mse, bias_act, act_backward, bias_grad, adam, sgd, sum_squares)
+)
+
 
 def epoch_kernel(out: str, solver: str):
     """The compiled batch loop for output activation ``out`` and ``solver`` (compiled on first use).
@@ -56,9 +63,6 @@ def epoch_kernel(out: str, solver: str):
 
 def _make(out_kind, use_adam):
     softmax, logistic = out_kind == 0, out_kind == 1
-    # The serial builds of the Python step's kernels: numba compiles them into this function.
-    kernels = (softmax_xent_labels, bce_logits, mse, bias_act, act_backward, bias_grad, adam, sgd, sum_squares)
-    sx, bl, ms, ba, ab, bg, ad, sg, ss = (k.serial for k in kernels)
 
     def run(
         fn, X, T, order, xorder, first, last, batch_size, Ws, bs, gWs, gbs, acts, ys, dzs, dxs, scratches,
