@@ -7,6 +7,7 @@ softmax cross-entropy, SGD with momentum 0.9 or Adam.
     python benchmarks/regularized_step.py                  # the ratio table: batch 32, 256, 1024, float32, SGD and Adam
     python benchmarks/regularized_step.py --profile        # where fastbp's step time goes, layer by layer, at batch 256
     python benchmarks/regularized_step.py --kernels        # fused BatchNorm1d+ReLU+Dropout vs chain and twin
+    python benchmarks/regularized_step.py --overhead       # the step's Python overhead (8-8-8-2, batch 4)
 
 The table comes from the ``fastbp bench`` machinery (``fastbp.bench.report.step_table``):
 every side in a worker process, taking turns, medians, unstable points flagged
@@ -219,6 +220,21 @@ def print_profile(rows, med, batch, optimizer, dtype):
     print(f"one read+write pass (np.copyto): {copies}")
 
 
+def overhead(optimizers=("sgd", "adam"), steps=5000, warmup=100):
+    """Median us of fastbp's regularized step on a 8-8-8-2 MLP at batch 4: all but nothing of it is Python."""
+    for opt in optimizers:
+        model, x, y = make_regularized_problem((8, 8, 8, 2), 4, np.dtype("float32"))
+        fb = FastbpStep(model, x, y, opt, momentum=SGD_MOMENTUM if opt == "sgd" else 0.0)
+        for _ in range(warmup):
+            fb.step()
+        times = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            fb.step()
+            times.append(time.perf_counter() - t0)
+        print(f"regularized step overhead (8-8-8-2, batch 4, {opt}): {np.median(times) * 1e6:.1f} us")
+
+
 def _kernel_sides(n, m, dtype):
     """BatchNorm1d -> ReLU -> Dropout forward + backward at (n, m): fused kernels, the unfused chain, the numpy twin."""
     from fastbp.jit import RELU
@@ -284,6 +300,7 @@ def main(argv=None):
     ap.add_argument(
         "--kernels", action="store_true", help="fused BatchNorm1d+ReLU+Dropout kernels vs the chain and twin"
     )
+    ap.add_argument("--overhead", action="store_true", help="the step's Python overhead on a tiny MLP")
     ap.add_argument("--batches", type=int, nargs="+", default=[32, 256, 1024])
     ap.add_argument("--optimizers", nargs="+", default=["sgd", "adam"], choices=["sgd", "adam"])
     ap.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "float64"])
@@ -294,6 +311,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.kernels:
         kernels()
+    elif args.overhead:
+        overhead(args.optimizers)
     elif args.profile:
         for opt in args.optimizers:
             rows, med = profile(args.batch, opt, args.dtypes[0], args.steps)
