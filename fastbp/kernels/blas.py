@@ -20,6 +20,7 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
+from threadpoolctl import threadpool_info
 
 from ..jit import jit
 
@@ -33,8 +34,6 @@ _SYMBOLS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_"), ("cblas_sgemm64_",
 def gemm_addresses() -> tuple[int, int] | None:
     """Addresses of numpy's ILP64 ``cblas_sgemm`` and ``cblas_dgemm``, or None if numpy's BLAS is not one."""
     try:
-        from threadpoolctl import threadpool_info
-
         paths = [i["filepath"] for i in threadpool_info() if i.get("user_api") == "blas" and "numpy" in i["filepath"]]
         for path in paths:
             lib = ctypes.CDLL(path)

@@ -7,9 +7,9 @@ calls) as much again: :class:`fastbp.sklearn._base._Epoch` spent 150 us a step.
 matmuls are calls of numpy's own BLAS ``gemm`` (:mod:`fastbp.kernels.blas`; not
 ``np.dot``, which in numba is scipy's BLAS and its second thread pool) and everything
 else is the very kernels the Python step calls (their serial builds), in the same
-order, so the arithmetic is the same; only the loss's float64 row sum is a plain loop instead of numpy's pairwise
-one. :mod:`fastbp.sklearn._compiled` prepares the arguments and is where the
-Python step it replaces is named.
+order, so the arithmetic is the same; only the loss's float64 row sum is a plain
+loop instead of numpy's pairwise one. :mod:`fastbp.sklearn._compiled` prepares the
+arguments and is where the Python step it replaces is named.
 
 The step, for batch rows ``order[start:stop]`` (``m`` rows):
 
@@ -67,7 +67,7 @@ def _make(out_kind, use_adam):
     def run(
         fn, X, T, order, xorder, first, last, batch_size, Ws, bs, gWs, gbs, acts, ys, dzs, dxs, scratches,
         xb, tb, grad, rows, elems, class_w, segs, gsegs, s1, s2, alpha, lo, hi,
-        rates, step0, momentum, nesterov, beta1, beta2, eps,
+        rates, momentum, nesterov, beta1, beta2, eps,
     ):  # fmt: skip
         """Batches ``first`` to ``last - 1`` of the epoch order ``order``; returns sum(batch loss x rows).
 
@@ -76,14 +76,14 @@ def _make(out_kind, use_adam):
         ``order`` mapped through the training subset's row numbers, or ``order`` itself).
 
         ``s1``/``s2``: per segment, the momentum buffers (empty without momentum) or
-        Adam's moments; ``rates[step0 + k]``: the learning rate of the k-th step here.
+        Adam's moments; ``rates[k]``: the learning rate of the k-th step of this call.
         """
         n = order.shape[0]
         dt = X.dtype.type
         lo_t, hi_t = dt(lo), dt(hi)  # np.clip on the dtype's rows rounds its bounds the same way
         n_layers = len(Ws)
         total = 0.0
-        step = step0
+        step = 0
         for bi in range(first, last):
             start = bi * batch_size
             stop = min(start + batch_size, n)

@@ -603,7 +603,7 @@ class _Epoch:
         self.min_rows = 2 if getattr(net, "batch_norm", None) is not None else 1
         self.skipped = 0  # rows skipped in the last epoch
         # The plain MLP's batches in compiled calls (the same step, without the Python around it).
-        self.compiled = compiled_epoch(net, solver, out_loss.out, gather, batch_size, alpha) if COMPILED else None
+        self.compiled = compiled_epoch(net, solver, out_loss, gather, batch_size, alpha) if COMPILED else None
 
     def run(self, order, interrupted):
         """Sum over batches of (batch loss x batch rows), as scikit-learn accumulates; None if interrupted.

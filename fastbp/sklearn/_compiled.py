@@ -21,7 +21,6 @@ import math
 import numpy as np
 
 from ..data import Rows
-from ..kernels import linear as _linear
 from ..kernels import mlp_epoch
 from ..kernels.blas import gemm_addresses
 from ..threads import use_parallel
@@ -38,63 +37,53 @@ CHUNK_FLOPS = 2e8
 class CompiledEpoch:
     """:meth:`run` does what ``_Epoch.run`` does, batches in compiled calls. Build with :func:`compiled_epoch`."""
 
-    def __init__(self, net: Network, solver, out: str, X: Rows, T: np.ndarray, batch_size: int, alpha: float):
+    def __init__(self, net: Network, solver, out_loss, X: Rows, T: np.ndarray, batch_size: int, alpha: float):
         self.net, self.solver, self.T = net, solver, T
         self.index, self.n = X.index, X.shape[0]
         self.X = np.asarray(X.array)  # a memmap's plain view
         if self.X.dtype != X.dtype or not self.X.flags.c_contiguous:  # small enough to convert whole
             self.X = np.ascontiguousarray(self.X, dtype=X.dtype)
         self.batch_size, self.alpha = batch_size, alpha
-        self.kernel = mlp_epoch.epoch_kernel(out, "adam" if isinstance(solver, Adam) else "sgd")
+        self.kernel = mlp_epoch.epoch_kernel(out_loss.out, "adam" if isinstance(solver, Adam) else "sgd")
         self.gemm = gemm_addresses()[0 if X.dtype == np.float32 else 1]  # type: ignore[index]
-        dt, bsz, layers = X.dtype, batch_size, net.layers
-        self.layers = (
-            tuple(layer.W.data for layer in layers),
-            tuple(layer.b.data for layer in layers),
-            tuple(layer.W.grad for layer in layers),
-            tuple(layer.b.grad for layer in layers),
-            tuple(int(layer.act_code) for layer in layers),
-            tuple(np.empty((bsz, layer.out_features), dt) for layer in layers),  # outputs
-            tuple(np.empty((bsz, layer.out_features), dt) for layer in layers),  # activation gradients
-            tuple(np.empty((bsz, layer.in_features), dt) for layer in layers),  # input gradients
-            tuple(np.empty((_linear.CHUNKS, layer.out_features), dt) for layer in layers),
-        )
-        k = layers[-1].out_features
+        dt, bsz = X.dtype, batch_size
+        # The Python step's own plan: parameters, gradients and the buffers of a full batch.
+        plan, _ = net._plan(bsz)
+        W, b, gW, gb, act, scratch, y, dz, dx = zip(*(entry[:9] for entry in plan))
+        self.layers = (W, b, gW, gb, tuple(int(a) for a in act), y, dz, dx, scratch)
+        k = net.layers[-1].out_features
         self.xb = np.empty((bsz, self.X.shape[1]), dt)
         self.tb = np.empty((bsz, *T.shape[1:]), T.dtype)
         self.grad, self.rows, self.elems = np.empty((bsz, k), dt), np.empty(bsz, dt), np.empty((bsz, k), dt)
         self.no_class_weights = np.empty(0, dt)
-        eps = np.finfo(dt).eps  # OutputLoss's clip of the per-row losses
-        self.lo, self.hi = float(-np.log1p(-eps)), float(-np.log(eps))
+        self.lo, self.hi = float(out_loss._lo), float(out_loss._hi)  # OutputLoss's clip of the per-row losses
         self.segs = tuple(w for w, _, _ in net.segments)
         self.gsegs = tuple(g for _, g, _ in net.segments)
-        flops = 6.0 * bsz * sum(layer.W.data.size for layer in layers)
+        flops = 6.0 * bsz * sum(layer.W.data.size for layer in net.layers)
         self.chunk = max(1, int(CHUNK_FLOPS // flops))
-        self._arange: np.ndarray | None = None
+        self._rates = np.empty(self.chunk)  # the learning rate of each step of a call
+        self._arange = np.arange(self.n, dtype=np.int64)
+        self._xorder = np.empty(self.n, np.int64) if self.index is not None else None
 
     def _solver_args(self, steps: int):
         """(s1, s2, rates, momentum, nesterov, beta1, beta2, eps) for the next ``steps`` steps."""
-        s = self.solver
+        s, rates = self.solver, self._rates[:steps]
         if isinstance(s, Adam):
             b1, b2 = s.beta_1, s.beta_2
             # Adam.step's float arithmetic, in Python: numba's integer powers round differently.
-            rates = np.array(
-                [s.learning_rate_init * math.sqrt(1 - b2**t) / (1 - b1**t) for t in range(s.t + 1, s.t + steps + 1)]
-            )
+            for i, t in enumerate(range(s.t + 1, s.t + steps + 1)):
+                rates[i] = s.learning_rate_init * math.sqrt(1 - b2**t) / (1 - b1**t)
             return tuple(s.ms), tuple(s.vs), rates, 0.0, False, b1, b2, s.epsilon
         empty = self.segs[0][:0]
         bufs = tuple(s.buffers) if s.buffers is not None else (empty, empty)
-        return bufs, bufs, np.full(steps, s.learning_rate), s.momentum, s.nesterov, 0.0, 0.0, 0.0
+        rates.fill(s.learning_rate)
+        return bufs, bufs, rates, s.momentum, s.nesterov, 0.0, 0.0, 0.0
 
     def run(self, order, interrupted):
         """As ``_Epoch.run``: the sum of batch loss x batch rows, or None after a Ctrl-C."""
         n = self.n
-        if order is None:
-            if self._arange is None:
-                self._arange = np.arange(n, dtype=np.int64)
-            order = self._arange
-        order = np.ascontiguousarray(order, dtype=np.int64)
-        xorder = order if self.index is None else np.ascontiguousarray(self.index[order], dtype=np.int64)
+        order = self._arange if order is None else np.ascontiguousarray(order, dtype=np.int64)
+        xorder = order if self._xorder is None else np.take(self.index, order, out=self._xorder)
         n_batches = -(-n // self.batch_size)
         total = 0.0
         s = self.solver
@@ -105,7 +94,7 @@ class CompiledEpoch:
                 self.gemm, self.X, self.T, order, xorder, first, last, self.batch_size, *self.layers,
                 self.xb, self.tb, self.grad, self.rows, self.elems, self.no_class_weights,
                 self.segs, self.gsegs, s1, s2, self.alpha, self.lo, self.hi,
-                rates, 0, mu, nesterov, b1, b2, eps,
+                rates, mu, nesterov, b1, b2, eps,
             )  # fmt: skip
             if isinstance(s, Adam):
                 s.t += last - first
@@ -115,9 +104,9 @@ class CompiledEpoch:
         return total
 
 
-def compiled_epoch(net, solver, out: str, gather, batch_size: int, alpha: float) -> CompiledEpoch | None:
+def compiled_epoch(net, solver, out_loss, gather, batch_size: int, alpha: float) -> CompiledEpoch | None:
     """A :class:`CompiledEpoch` for this fit, or None where the Python loop must run (see the module docstring)."""
-    X, T = gather.X, gather.T
+    X, T, out = gather.X, gather.T, out_loss.out
     if type(net) is not Network or gather.sw is not None or out not in mlp_epoch.OUTPUTS:
         return None
     if type(solver) not in (SGD, Adam) or not isinstance(X, Rows):  # sparse X: densified per batch
@@ -139,4 +128,4 @@ def compiled_epoch(net, solver, out: str, gather, batch_size: int, alpha: float)
         return None
     if out != "softmax" and (T.dtype != dt or T.ndim != 2):
         return None
-    return CompiledEpoch(net, solver, out, X, T, batch_size, alpha)
+    return CompiledEpoch(net, solver, out_loss, X, T, batch_size, alpha)
