@@ -92,7 +92,8 @@ def test_bias_grad(rng, shape, dtype, version):
 
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
+# k < NARROW (64) takes the blocked path (64 rows a block: 130 and 200 rows end mid-block), k >= 64 the row path
+@pytest.mark.parametrize("shape", SHAPES + [(130, 10), (200, 63), (7, 64)])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("smoothing", [0.0, 0.2])
 def test_softmax_xent_labels(rng, shape, dtype, version, weighted, smoothing):
@@ -105,6 +106,30 @@ def test_softmax_xent_labels(rng, shape, dtype, version, weighted, smoothing):
         "softmax_xent_labels", version, z, labels, w, t(smoothing), t(1 / n), np.empty(shape, dtype), np.empty(n, dtype)
     )
     assert_same(pair, dtype)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["in place", "F order"])
+def test_softmax_xent_labels_narrow_in_place_and_strided(rng, dtype, version, layout):
+    # the narrow path writes the shifted scores into grad before exponentiating: grad may be z
+    # itself, and a grad numba types as non-contiguous takes the block's row-by-row exp
+    n, k = 150, 10
+    z = (rng.standard_normal((n, k)) * 4).astype(dtype)
+    labels = rng.integers(0, k, n)
+    t = np.dtype(dtype).type
+    w = np.empty(0, dtype)
+    want_g, want_r = np.empty_like(z), np.empty(n, dtype)
+    R.softmax_xent_labels(z, labels, w, t(0.1), t(1 / n), want_g, want_r)
+    rows = np.empty(n, dtype)
+    if layout == "in place":
+        g = z.copy()
+        getattr(K.softmax_xent_labels, version)(g, labels, w, t(0.1), t(1 / n), g, rows)
+    else:
+        g = np.asfortranarray(np.empty_like(z))
+        getattr(K.softmax_xent_labels, version)(np.asfortranarray(z), labels, w, t(0.1), t(1 / n), g, rows)
+    np.testing.assert_allclose(g, want_g, **tol(dtype))
+    np.testing.assert_allclose(rows, want_r, **tol(dtype))
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -1,11 +1,11 @@
-"""The kernels' vectorisable float32 exp against numpy's."""
+"""The kernels' vectorisable exps (float32 ``exp``, ``exp_nonpos`` in both dtypes) against exact references."""
 
 import numba
 import numpy as np
 import pytest
 
 from fastbp.jit import JIT_OPTIONS, REDUCTION
-from fastbp.kernels.vmath import exp
+from fastbp.kernels.vmath import LO_64, exp, exp_nonpos
 
 
 # With the reduction kernels' flags (``reassoc`` included): the range reduction
@@ -16,9 +16,15 @@ def _apply(x, out):
         out[i] = exp(x[i])
 
 
-def run(x):
+@numba.njit(**{**JIT_OPTIONS, "fastmath": set(REDUCTION), "cache": False})
+def _apply_nonpos(x, out):
+    for i in range(x.shape[0]):
+        out[i] = exp_nonpos(x[i])
+
+
+def run(x, fn=_apply):
     out = np.empty_like(x)
-    _apply(x, out)
+    fn(x, out)
     return out
 
 
@@ -51,3 +57,28 @@ def test_float64_uses_numpy_exp():
     got = run(x)
     assert got.dtype == np.float64
     np.testing.assert_array_max_ulp(got, np.exp(x), maxulp=2)
+
+
+def test_float64_exp_nonpos_within_two_ulp_of_the_exact_value(rng):
+    # The reference is the x87 80-bit exp (64-bit mantissa) rounded once to float64: within 0.5 ulp
+    # of the exact value plus 2**-11 ulp. Where long double is float64 (not x86), np.exp (1 ulp).
+    x = np.concatenate([-rng.random(1_000_000) * -LO_64, -rng.random(100_000) * 1e-3, np.linspace(LO_64, 0, 100_001)])
+    got = run(x, _apply_nonpos)
+    ref = np.exp(x.astype(np.longdouble)).astype(np.float64)
+    assert got.dtype == np.float64
+    bound = 2 if np.finfo(np.longdouble).nmant > 52 else 3
+    np.testing.assert_array_max_ulp(got, ref, maxulp=bound)
+
+
+def test_exp_nonpos_special_values_and_the_flush_below_its_range():
+    x = np.array([np.nan, -np.inf, 0.0, -0.0, -1e-300, LO_64, np.nextafter(LO_64, -np.inf), -745.0, -1e300])
+    got = run(x, _apply_nonpos)
+    assert np.isnan(got[0])
+    np.testing.assert_array_equal(got[1:4], [0.0, 1.0, 1.0])
+    assert got[4] == 1.0 and 0 < got[5] == pytest.approx(np.exp(LO_64), rel=1e-15)
+    np.testing.assert_array_equal(got[6:], 0.0)  # below exp(-707) ~ 1e-307: 0, never a subnormal
+
+
+def test_float32_exp_nonpos_is_exp():
+    x = np.linspace(-87.33, 0, 100_001).astype(np.float32)
+    np.testing.assert_array_equal(run(x, _apply_nonpos), run(x))

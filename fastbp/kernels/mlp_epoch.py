@@ -90,8 +90,16 @@ def _make(out_kind, use_adam):
             m = stop - start
             x = xb[:m]
             for r in range(m):
-                x[r] = X[xorder[start + r]]
-                tb[r] = T[order[start + r]]
+                # element by element: ``x[r] = X[i]`` copies through a row view at 5x the cost
+                i = xorder[start + r]
+                for j in range(x.shape[1]):
+                    x[r, j] = X[i, j]
+                it = order[start + r]
+                if softmax:  # labels
+                    tb[r] = T[it]
+                else:  # target rows
+                    for j in range(tb.shape[1]):
+                        tb[r, j] = T[it, j]
             t = tb[:m]
             # forward
             h = x

@@ -79,6 +79,67 @@ def _exp_overload(x):
     return impl
 
 
+@intrinsic
+def _f64_from_bits(typingctx, bits):
+    """Reinterpret an int64 as a float64 (no work in machine code)."""
+    if bits != types.int64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(bits), codegen
+
+
+@intrinsic
+def _bits_from_f64(typingctx, value):
+    """Reinterpret a float64 as an int64 (no work in machine code)."""
+    if value != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
+# exp_nonpos's float64 range: below LO_64 the result is 0. exp(-707) is 9.6e-308, just above
+# float64's smallest normal (2.2e-308), so the 2**k scale below never leaves the normals.
+LO_64 = -707.0
+
+
+def exp_nonpos(x):
+    """``exp(x)`` for ``x <= 0`` (a max-shifted score), or NaN; vectorisable in both dtypes in kernels."""
+    return np.exp(x)
+
+
+@overload(exp_nonpos, inline="always")
+def _exp_nonpos_overload(x):
+    if x == types.float32:
+        return lambda x: exp(x)
+    if x != types.float64:
+        return lambda x: np.exp(x)
+
+    def impl(x):
+        # Cephes' exp (range reduction, then a (2, 3) Pade form of exp(r) on |r| <= ln2 / 2,
+        # within 1 ulp on its tests), the 2**k scale added to the exponent bits as in ``exp``.
+        # libm's scalar exp, which numba calls for np.exp, kept the narrow softmax at 4 ns an
+        # element; this loop vectorises. x > 0 is outside its use and is not range-checked.
+        v = max(x, LO_64)
+        k = np.floor(v * 1.4426950408889634073599 + 0.5)
+        r = v - k * 6.93145751953125e-1 - k * 1.42860682030941723212e-6
+        rr = r * r
+        p = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr + 9.99999999999999999910e-1)
+        q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr + 2.27265548208155028766e-1) * rr
+        q += 2.00000000000000000009e0
+        e = 1.0 + 2.0 * (p / (q - p))
+        y = _f64_from_bits(_bits_from_f64(e) + (np.int64(k) << 52))
+        y = 0.0 if x < LO_64 else y  # and exp(-inf) == 0 exactly
+        return x if x != x else y
+
+    return impl
+
+
 # Row sums run in float32 blocks of BLOCK columns whose partial sums are added in float64:
 # the vectorised float32 sum of one block (BLOCK / lanes terms per lane) stays within a few
 # ulps, and the float64 total of the blocks keeps that for any row width (a plain float32
