@@ -265,3 +265,29 @@ def test_the_compiled_loop_is_loaded_from_the_cache_in_a_new_process(tmp_path, m
         counts.append(json.loads(done.stdout.strip().splitlines()[-1]))
     assert counts[0] >= 1
     assert counts[1] == counts[0], "the second process compiled the loop again"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (9, 17), (200, 100)])
+def test_relu_backward_bias_grad_is_the_two_kernels_in_one_pass(dtype, shape):
+    # Exactly equal by construction, on any instruction set: a ReLU derivative is a select, and each
+    # bias sum adds the same rounded values in the same order (bias_grad's row chunks, then their total).
+    from fastbp import kernels, reference
+    from fastbp.jit import RELU
+    from fastbp.kernels.mlp_epoch import relu_backward_bias_grad
+
+    rng = np.random.default_rng(3)
+    dy = rng.standard_normal(shape).astype(dtype)
+    y = np.maximum(rng.standard_normal(shape), 0).astype(dtype)  # ReLU outputs, exact zeros included
+    n, m = shape
+    dz, db = np.full(shape, np.nan, dtype), np.full(m, np.nan, dtype)
+    relu_backward_bias_grad(dy, y, dz, db, np.full((8, m), np.nan, dtype))
+    want_dz, want_db = np.empty(shape, dtype), np.empty(m, dtype)
+    kernels.act_backward.serial(dy, y, RELU, want_dz)
+    kernels.bias_grad.serial(want_dz, want_db, np.empty((8, m), dtype))
+    np.testing.assert_array_equal(dz, want_dz)
+    np.testing.assert_array_equal(db, want_db)
+    twin_dz = np.empty(shape, dtype)
+    reference.act_backward(dy, y, RELU, twin_dz)
+    np.testing.assert_array_equal(dz, twin_dz)  # a select: no rounding
+    np.testing.assert_allclose(db, twin_dz.sum(axis=0), rtol=RTOL[dtype], atol=RTOL[dtype])

@@ -18,18 +18,18 @@ The step, for batch rows ``order[start:stop]`` (``m`` rows):
 3. the output loss and its delta on the scores (scaled by ``1/m``), the per-row
    losses clipped to ``[lo, hi]`` as scikit-learn clips probabilities, plus
    ``0.5 alpha |W|^2 / m``;
-4. backward: the activation derivative, ``gW_l = y_{l-1}^T d``, ``gb_l = sum d``,
-   ``d = d W_l^T`` (not for the first layer);
+4. backward: the activation derivative and ``gb_l = sum d`` (one pass for a ReLU),
+   ``gW_l = y_{l-1}^T d``, ``d = d W_l^T`` (not for the first layer);
 5. the solver's update of the two flat segments (weights with the L2 term
    ``alpha / m``, intercepts without): scikit-learn's SGD (as
    :class:`fastbp.sklearn._solvers.SGD`) or Adam with the step's learning rate
    ``rates[step]`` (computed by the caller in Python's float arithmetic).
 """
 
-from ..jit import IDENTITY, jit
+from ..jit import IDENTITY, RELU, jit
 from .activations import act_backward, bias_act
 from .blas import gemm
-from .linear import bias_grad
+from .linear import CHUNKS, bias_grad
 from .losses import bce_logits, mse, softmax_xent_labels
 from .optim import adam, sgd, sum_squares
 
@@ -45,6 +45,37 @@ _KERNELS: dict = {}
 sx, bl, ms, ba, ab, bg, ad, sg, ss = (
     k.serial for k in (softmax_xent_labels, bce_logits, mse, bias_act, act_backward, bias_grad, adam, sgd, sum_squares)
 )
+
+
+def _relu_backward_bias_grad(dy, y, dx, db, scratch):
+    """``act_backward(dy, y, RELU, dx)`` then ``bias_grad(dx, db, scratch)``, in one pass over the rows.
+
+    The same values and the same sums in the same order as the two kernels (the serial
+    build of ``bias_grad``: its row chunks into the rows of ``scratch``, then their total);
+    a ReLU has no product that the sum could fuse with. On 200 x 100 this saves a pass.
+    """
+    n, m = dy.shape
+    chunks = min(CHUNKS, n)
+    zero = dy.dtype.type(0.0)
+    step = (n + chunks - 1) // chunks
+    for c in range(chunks):
+        acc = scratch[c]
+        for j in range(m):
+            acc[j] = zero
+        for i in range(c * step, min(n, (c + 1) * step)):
+            g, o, d = dy[i], y[i], dx[i]
+            for j in range(m):
+                v = g[j] if o[j] > zero else zero
+                d[j] = v
+                acc[j] += v
+    for j in range(m):
+        db[j] = scratch[0, j]
+    for c in range(1, chunks):
+        for j in range(m):
+            db[j] += scratch[c, j]
+
+
+relu_backward_bias_grad = jit(_relu_backward_bias_grad)
 
 
 def epoch_kernel(out: str, solver: str):
@@ -141,12 +172,18 @@ def _make(out_kind, use_adam):
             # backward
             d = g
             for li in range(n_layers - 1, -1, -1):
-                if acts[li] != IDENTITY:
+                if acts[li] == RELU:  # the ReLU mask and the bias sums in one pass
+                    dz = dzs[li][:m]
+                    relu_backward_bias_grad(d, ys[li][:m], dz, gbs[li], scratches[li])
+                    d = dz
+                elif acts[li] != IDENTITY:
                     dz = dzs[li][:m]
                     ab(d, ys[li][:m], acts[li], dz)
+                    bg(dz, gbs[li], scratches[li])
                     d = dz
+                else:
+                    bg(d, gbs[li], scratches[li])
                 gemm(fn, ys[li - 1][:m] if li else x, True, d, False, gWs[li])
-                bg(d, gbs[li], scratches[li])
                 if li:
                     dx = dxs[li][:m]
                     gemm(fn, d, False, Ws[li], True, dx)
