@@ -121,7 +121,7 @@ def _make(out_kind, use_adam):
             m = stop - start
             x = xb[:m]
             for r in range(m):
-                # element by element: ``x[r] = X[i]`` copies through a row view at 5x the cost
+                # element by element: ``x[r] = X[i]`` copies through a row view at 2-5x the cost
                 i = xorder[start + r]
                 for j in range(x.shape[1]):
                     x[r, j] = X[i, j]

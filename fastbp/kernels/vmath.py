@@ -5,7 +5,10 @@ SVML), which made the fused softmax-cross-entropy slower than numpy's SIMD
 ``exp``. :func:`exp` here is Cephes' ``expf`` (range reduction and a degree-6
 polynomial, within 2 ulp) with the ``2**n`` scale applied to the exponent bits, all
 plain arithmetic that vectorises. Results below float32's smallest normal
-are 0. float32 only; float64 keeps ``np.exp``.
+are 0. float32 only; float64 keeps ``np.exp``, except in :func:`exp_nonpos`: the
+exponential of max-shifted scores (``x <= 0``), which the narrow softmax
+cross-entropy takes over whole blocks of rows; its float64 form is Cephes' ``exp``
+(within 2 ulp, tests/test_math.py), 0 below ``exp(-707)``.
 
 :func:`exp_shifted` is the max-shifted row exponential that softmax and the
 fused losses share. Editing this file is safe: fastbp's kernel cache is keyed
