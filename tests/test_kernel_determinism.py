@@ -73,3 +73,29 @@ def test_fused_loss_gradient_does_not_depend_on_where_it_lies(dtype):
 
 def test_the_kernels_checked_here_are_kernels():
     assert isinstance(KA.softmax_forward, Kernel) and isinstance(KL.softmax_xent_labels, Kernel)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("build", ["serial", "parallel"])
+@pytest.mark.parametrize("k", [3, 10, 63])
+def test_narrow_softmax_rows_do_not_depend_on_their_place_in_the_batch(dtype, build, k):
+    # Rows of fewer than 64 classes are exponentiated as one flat run per 64-row block: a row
+    # falls in the vectorised body or the scalar remainder depending on the rows before it, and
+    # must get the same bits either way (a sample's loss and gradient must not depend on its batch).
+    rng = np.random.default_rng(2)
+    z = (rng.standard_normal((70, k)) * 4).astype(dtype)
+    labels = rng.integers(0, k, 70)
+    kern = getattr(KL.softmax_xent_labels, build)
+    t, no_weights = np.dtype(dtype).type, _NO_WEIGHTS[np.dtype(dtype)]
+
+    def run(rows_z, rows_labels):
+        grad, rows = np.empty_like(rows_z), np.empty(rows_z.shape[0], dtype)
+        kern(rows_z, rows_labels, no_weights, t(0.1), t(0.5), grad, rows)
+        return grad, rows
+
+    ref_grad, ref_rows = run(z[:6], labels[:6])
+    for before in range(0, 64, 5):  # the same 6 rows after `before` others
+        others = slice(6, 6 + before)
+        grad, rows = run(np.concatenate([z[others], z[:6]]), np.concatenate([labels[others], labels[:6]]))
+        np.testing.assert_array_equal(grad[before:], ref_grad, err_msg=f"after {before} rows")
+        np.testing.assert_array_equal(rows[before:], ref_rows, err_msg=f"after {before} rows")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fastbp.jit import JIT_OPTIONS, REDUCTION
-from fastbp.kernels.vmath import LO_64, exp, exp_nonpos
+from fastbp.kernels.vmath import HI_64, LO_64, exp, exp_nonpos
 
 
 # With the reduction kernels' flags (``reassoc`` included): the range reduction
@@ -70,13 +70,18 @@ def test_float64_exp_nonpos_within_two_ulp_of_the_exact_value(rng):
     np.testing.assert_array_max_ulp(got, ref, maxulp=bound)
 
 
-def test_exp_nonpos_special_values_and_the_flush_below_its_range():
+def test_exp_nonpos_special_values_and_the_ends_of_its_range():
     x = np.array([np.nan, -np.inf, 0.0, -0.0, -1e-300, LO_64, np.nextafter(LO_64, -np.inf), -745.0, -1e300])
     got = run(x, _apply_nonpos)
     assert np.isnan(got[0])
     np.testing.assert_array_equal(got[1:4], [0.0, 1.0, 1.0])
     assert got[4] == 1.0 and 0 < got[5] == pytest.approx(np.exp(LO_64), rel=1e-15)
     np.testing.assert_array_equal(got[6:], 0.0)  # below exp(-707) ~ 1e-307: 0, never a subnormal
+    # Outside its use (x > 0): finite and accurate up to 709, then inf, never NaN or a wrapped exponent.
+    up = np.array([1.0, 300.0, HI_64, np.nextafter(HI_64, np.inf), 709.9, 1e300, np.inf])
+    got = run(up, _apply_nonpos)
+    np.testing.assert_array_max_ulp(got[:3], np.exp(up[:3]), maxulp=3)
+    np.testing.assert_array_equal(got[3:], np.inf)
 
 
 def test_float32_exp_nonpos_is_exp():

@@ -12,10 +12,11 @@ from numba.extending import overload
 from ..jit import REDUCTION, jit, kernel
 from .vmath import BLOCK, exp, exp_nonpos, exp_shifted
 
-# Rows narrower than this (digits' 10 classes) take the blocked path below: a row of k < 16
-# float32 scores is shorter than one AVX-512 vector, so a row at a time LLVM leaves ``exp`` scalar
-# (200 x 10: 1.4x faster in float32, 2.4x in float64, python benchmarks/narrow_softmax.py). Wider rows
-# vectorise within a row.
+# Rows narrower than this (digits' 10 classes) take the blocked path below. A row at a time, the
+# exp of a short row runs mostly in the vector loop's scalar remainder (a row of 10 float32 scores
+# is shorter than one AVX-512 vector), and float64 calls libm's scalar exp: on 200 x 10 the blocked
+# path is 1.4x faster in float32 and 2.4x in float64 (python benchmarks/narrow_softmax.py), and it
+# still wins at 63 classes. From 64 classes a row fills whole vectors.
 NARROW = 64
 ROWS = 64  # rows per block of the narrow path: a block's scores stay in L1
 
@@ -50,8 +51,10 @@ def _softmax_xent_labels_narrow_rows(z, labels, weights, smoothing, scale, grad,
     Per block: each row's max ``m`` and the shifted scores ``z - m`` into ``grad``
     (which may be ``z`` itself), with the loss terms ``c_k (m - z_k)`` taken from them;
     then one ``exp`` over the whole block as a flat run, which vectorises across rows;
-    then each row's sum, log and gradient. Every value is the one the row path computes:
-    ``m - z_k`` is ``-(z_k - m)`` exactly, and the row sums run in the same order.
+    then each row's sum, log and gradient. The values are the row path's within a few ulps
+    (``m - z_k`` is ``-(z_k - m)`` exactly; the float64 exp is :func:`~.vmath.exp_nonpos`,
+    which gives 0 below ``exp(-707)``, and the vectorised sums add in their own order).
+    A row's bits do not depend on where in its block it lies (tests/test_kernel_determinism.py).
     """
     n, k = z.shape
     one = z.dtype.type(1.0)
