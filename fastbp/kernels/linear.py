@@ -2,11 +2,32 @@
 
 from numba import prange
 
-from ..jit import kernel
+from ..jit import jit, kernel
 
 # Row chunks of the bias reduction: a constant, so the order of additions (and
 # so the result) is the same for any thread count and for both compiled versions.
 CHUNKS = 8
+
+
+def _row_chunks(n):
+    """``(chunks, rows per chunk)`` of the bias reduction over ``n`` rows."""
+    chunks = min(CHUNKS, n)
+    return chunks, (n + chunks - 1) // chunks
+
+
+def _sum_chunks(db, scratch, chunks):
+    """``db`` = the sum of the first ``chunks`` rows of ``scratch``, added in row order."""
+    m = db.shape[0]
+    for j in range(m):
+        db[j] = scratch[0, j]
+    for c in range(1, chunks):
+        for j in range(m):
+            db[j] += scratch[c, j]
+
+
+# The bias reduction's chunking and total, shared with fused passes that must sum the same way
+# (fastbp.kernels.mlp_epoch.relu_backward_bias_grad).
+row_chunks, sum_chunks = jit(_row_chunks, inline="always"), jit(_sum_chunks, inline="always")
 
 
 @kernel
@@ -19,9 +40,8 @@ def bias_grad(dy, db, scratch):
     a training step allocates nothing.
     """
     n, m = dy.shape
-    chunks = min(CHUNKS, n)
+    chunks, step = row_chunks(n)
     zero = dy.dtype.type(0.0)
-    step = (n + chunks - 1) // chunks
     for c in prange(chunks):
         acc = scratch[c]
         for j in range(m):
@@ -30,8 +50,4 @@ def bias_grad(dy, db, scratch):
             row = dy[i]
             for j in range(m):
                 acc[j] += row[j]
-    for j in range(m):
-        db[j] = scratch[0, j]
-    for c in range(1, chunks):
-        for j in range(m):
-            db[j] += scratch[c, j]
+    sum_chunks(db, scratch, chunks)

@@ -21,6 +21,22 @@ NARROW = 64
 ROWS = 64  # rows per block of the narrow path: a block's scores stay in L1
 
 
+def _loss_and_grad_row(gr, t, acc, s, scale, c_t, big_c, eps_k, weights):
+    """The end of one row: returns its loss ``acc + C log s`` and turns ``gr``, holding
+    ``exp(z - m)``, into the gradient ``scale (C p - c)`` (``p = gr / s``; see :func:`softmax_xent_labels`)."""
+    one = gr.dtype.type(1.0)
+    weighted = weights.shape[0] != 0
+    inv_s = one / s
+    for j in range(gr.shape[0]):
+        wj = weights[j] if weighted else one
+        gr[j] = scale * (big_c * gr[j] * inv_s - eps_k * wj)
+    gr[t] -= scale * c_t
+    return acc + big_c * np.log(s)
+
+
+_loss_and_grad = jit(_loss_and_grad_row, inline="always", fastmath=set(REDUCTION))
+
+
 def _exp_block(a):
     """``a = exp(a)`` in place for a 2-D block of max-shifted scores (see the overload)."""
     a[:] = np.exp(a)
@@ -92,17 +108,11 @@ def _softmax_xent_labels_narrow_rows(z, labels, weights, smoothing, scale, grad,
             s = zero
             for j in range(k):
                 s += gr[j]
-            inv_s = one / s
             w_t = weights[t] if weighted else one
             c_t = (one - smoothing) * w_t
-            big_c = c_t + eps_k * w_sum
-            li = row_loss[i] + big_c * np.log(s)
+            li = _loss_and_grad(gr, t, row_loss[i], s, scale, c_t, c_t + eps_k * w_sum, eps_k, weights)
             row_loss[i] = li
             total += li
-            for j in range(k):
-                wj = weights[j] if weighted else one
-                gr[j] = scale * (big_c * gr[j] * inv_s - eps_k * wj)
-            gr[t] -= scale * c_t
     return total
 
 
@@ -140,7 +150,6 @@ def softmax_xent_labels(z, labels, weights, smoothing, scale, grad, row_loss):
         t = labels[i]
         m, s64 = exp_shifted(zr, gr)
         s = z.dtype.type(s64)  # the float64 row sum, rounded once
-        inv_s = one / s
         w_t = weights[t] if weighted else one
         c_t = (one - smoothing) * w_t  # extra coefficient on the target class
         big_c = c_t + eps_k * w_sum
@@ -157,13 +166,9 @@ def softmax_xent_labels(z, labels, weights, smoothing, scale, grad, row_loss):
                     part += wj * (m - zr[j])
                 sm += part
             acc += eps_k * z.dtype.type(sm)
-        li = acc + big_c * np.log(s)
+        li = _loss_and_grad(gr, t, acc, s, scale, c_t, big_c, eps_k, weights)
         row_loss[i] = li
         total += li
-        for j in range(k):
-            wj = weights[j] if weighted else one
-            gr[j] = scale * (big_c * gr[j] * inv_s - eps_k * wj)
-        gr[t] -= scale * c_t
     return total
 
 

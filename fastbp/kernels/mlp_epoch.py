@@ -29,7 +29,7 @@ The step, for batch rows ``order[start:stop]`` (``m`` rows):
 from ..jit import IDENTITY, RELU, jit
 from .activations import act_backward, bias_act
 from .blas import gemm
-from .linear import CHUNKS, bias_grad
+from .linear import bias_grad, row_chunks, sum_chunks
 from .losses import bce_logits, mse, softmax_xent_labels
 from .optim import adam, sgd, sum_squares
 
@@ -55,9 +55,8 @@ def _relu_backward_bias_grad(dy, y, dx, db, scratch):
     a ReLU has no product that the sum could fuse with. On 200 x 100 this saves a pass.
     """
     n, m = dy.shape
-    chunks = min(CHUNKS, n)
+    chunks, step = row_chunks(n)
     zero = dy.dtype.type(0.0)
-    step = (n + chunks - 1) // chunks
     for c in range(chunks):
         acc = scratch[c]
         for j in range(m):
@@ -68,11 +67,7 @@ def _relu_backward_bias_grad(dy, y, dx, db, scratch):
                 v = g[j] if o[j] > zero else zero
                 d[j] = v
                 acc[j] += v
-    for j in range(m):
-        db[j] = scratch[0, j]
-    for c in range(1, chunks):
-        for j in range(m):
-            db[j] += scratch[c, j]
+    sum_chunks(db, scratch, chunks)
 
 
 relu_backward_bias_grad = jit(_relu_backward_bias_grad)
