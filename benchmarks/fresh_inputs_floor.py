@@ -28,7 +28,7 @@ import argparse
 
 import numba
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from fastbp.bench.timing import interleaved
 
@@ -131,8 +131,6 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--cases", nargs="+", default=["digits", "digits64", "wide16", "wide32"], choices=sorted(CASES))
     args = ap.parse_args(argv)
-    from threadpoolctl import threadpool_info
-
     blas = [(i["internal_api"], i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas"]
     print(f"BLAS libraries (api, threads): {blas}")
     for name in args.cases:
