@@ -254,13 +254,19 @@ def _kernel_sides(n, m, dtype):
     dg, db, work = np.empty(m, dtype), np.empty(m, dtype), np.empty((2, m), dtype)
     drop = (np.uint64(1), np.uint64(0), np.uint64(int(np.ceil(0.2 * 2.0**53))), t(1.25))
     ds = drop[3]
+    steps = np.zeros(1, np.uint64)  # the fused forward advances the Dropout step itself
+    running = (np.zeros(m, dtype), np.ones(m, dtype), 0.1, np.zeros(1, np.int64))  # and the running statistics
 
     def fused(mod=KF):
-        mod.bn_act_drop_forward(x, gamma, beta, 1e-5, RELU, t(0), True, *drop, y, empty, mask, stats, save, acc)
+        mod.bn_act_drop_forward(
+            x, gamma, beta, 1e-5, RELU, t(0), True, drop[0], steps, *drop[2:], y, empty, mask, stats, save, acc,
+            *running,
+        )  # fmt: skip
         mod.bn_act_drop_backward(dy, x, save, empty, mask, RELU, t(0), True, ds, True, dx, dg, db, acc, work)
 
     def chain():
         KN.batchnorm_forward(x, gamma, beta, 1e-5, h, stats, save, acc)
+        KN.batchnorm_running(running[0], running[1], stats, 0.1, n)
         np.copyto(a, h)
         KA.bias_act(a, zero, RELU)
         KD.dropout_forward(a, y, mask, *drop)

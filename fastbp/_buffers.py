@@ -15,6 +15,7 @@ class BufferPool:
 
     def __init__(self, max_entries: int = 32):
         self._arrays: dict[tuple, np.ndarray] = {}
+        self._ids: set[int] = set()  # id() of each array: the pool keeps them alive, so ids are not reused
         self._max = max_entries
 
     def get(self, key, shape: tuple, dtype) -> np.ndarray:
@@ -23,10 +24,12 @@ class BufferPool:
         if a is None:
             if len(self._arrays) >= self._max:
                 self._arrays.clear()
+                self._ids.clear()
             a = self._arrays[k] = np.empty(shape, dtype)
+            self._ids.add(id(a))
         return a
 
     def holds(self, x: np.ndarray) -> bool:
         """Whether ``x`` is one of these arrays or a view of one (what a forward may overwrite)."""
         owner = x if x.base is None else x.base  # numpy points a view of a view at the owner
-        return any(owner is a for a in self._arrays.values())
+        return id(owner) in self._ids

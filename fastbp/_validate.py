@@ -64,6 +64,18 @@ def batch(
     a, name: str, *, dtype=None, width: int | None = None, contiguous: bool = True, convert: bool = True
 ) -> np.ndarray:
     """A non-empty 2-D (batch, width) float array (``convert=False``: checked, not converted; see float_array)."""
+    # The call a training step makes (a layer's output buffer, already right) in a few attribute
+    # reads: there every Python operation runs with caches a matmul has just emptied.
+    if (
+        type(a) is np.ndarray
+        and a.ndim == 2
+        and (a.dtype == dtype if dtype is not None else a.dtype in FLOAT_DTYPES)
+        and (a.flags.c_contiguous or not contiguous)
+        and a.shape[0]
+        and a.shape[1]
+        and (width is None or a.shape[1] == width)
+    ):
+        return a
     arr = float_array(a, name, ndim=2, dtype=dtype, contiguous=contiguous, convert=convert)
     if arr.shape[0] == 0:
         raise ValueError(f"{name}: expected at least one row, got shape {arr.shape}")

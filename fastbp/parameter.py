@@ -1,5 +1,7 @@
 """A trainable array and its gradient."""
 
+import operator
+
 import numpy as np
 
 
@@ -40,21 +42,17 @@ class Parameter:
             )
         return a
 
-    @property
-    def data(self) -> np.ndarray:
-        return self._data
-
-    @data.setter
-    def data(self, a) -> None:
+    def _set_data(self, a) -> None:
         self._data = self._checked(a, "data")
 
-    @property
-    def grad(self) -> np.ndarray:
-        return self._grad
-
-    @grad.setter
-    def grad(self, g) -> None:
+    def _set_grad(self, g) -> None:
         self._grad = self._checked(g, "grad")
+
+    # Read through C (attrgetter), set through the checks: a training step reads these about
+    # forty times, and each Python-level getter call costs there (docs/normalization.md,
+    # "Fusion in Sequential", on what a Python operation costs right after a matmul).
+    data = property(operator.attrgetter("_data"), _set_data, doc="The array trained (rebinding is checked).")
+    grad = property(operator.attrgetter("_grad"), _set_grad, doc="Its gradient, overwritten by backward.")
 
     @property
     def shape(self):

@@ -39,6 +39,13 @@ VARIANTS = [(act, drop) for act in KF.FUSED_ACTIVATIONS for drop in (True, False
 # length, batches not a multiple of the 4-row sweep nor of CHUNKS
 SHAPES = [(2, 1), (3, 7), (9, 17), (64, 33), (130, 100)]
 P, SEED, STEP, SLOPE = 0.3, 7, 3, 0.1
+MOMENTUM = 0.3  # of the running statistics the fused forward updates
+
+
+def _running(m, dtype):
+    """Running mean and variance to start from (not the defaults, so that both terms count)."""
+    r = np.random.default_rng(5)
+    return r.standard_normal(m).astype(dtype), (0.5 + r.random(m)).astype(dtype)
 
 
 def _dropout_args(dtype, p=P):
@@ -80,7 +87,11 @@ def chain(x, gamma, beta, dy, act, drop):
         KA.act_backward_param.serial(g, a, no_input(dt), act, dt.type(SLOPE), dt.type(0), g := g.copy())
     dx, dg, db, work = np.empty_like(x), np.empty(m, dt), np.empty(m, dt), np.empty((2, m), dt)
     KN.batchnorm_backward.serial(g, x, save, True, True, dx, dg, db, acc, work)
-    return dict(y=out, mask=mask, stats=stats, save=save, dx=dx, dgamma=dg, dbeta=db)
+    rm, rv = _running(m, dt)
+    KN.batchnorm_running.serial(rm, rv, stats, MOMENTUM, n)
+    steps = np.array([STEP + drop], np.uint64)
+    return dict(y=out, mask=mask, stats=stats, save=save, dx=dx, dgamma=dg, dbeta=db,
+                running_mean=rm, running_var=rv, tracked=np.ones(1, np.int64), steps=steps)  # fmt: skip
 
 
 def fused(impl, x, gamma, beta, dy, act, drop, version=None):
@@ -93,13 +104,16 @@ def fused(impl, x, gamma, beta, dy, act, drop, version=None):
     a = np.empty_like(x) if store else np.empty((0, m), dt)
     mask = np.empty((n, m), np.uint8) if drop else np.empty((0, m), np.uint8)
     dx, dg, db, work = np.full_like(x, np.nan), np.empty(m, dt), np.empty(m, dt), np.empty((2, m), dt)
+    rm, rv = _running(m, dt)
+    steps, tracked = np.array([step], np.uint64), np.zeros(1, np.int64)
+    state = (rm, rv, MOMENTUM, tracked)
     if version is None:
         impl.bn_act_drop_forward(
-            x, gamma, beta, 1e-5, act, dt.type(SLOPE), drop, seed, step, thr, ds, y, a, mask, stats, save, acc
+            x, gamma, beta, 1e-5, act, dt.type(SLOPE), drop, seed, steps, thr, ds, y, a, mask, stats, save, acc, *state
         )
     else:
         getattr(KF.fused_kernels(act, drop)[0], version)(
-            x, gamma, beta, 1e-5, dt.type(SLOPE), seed, step, thr, ds, y, a, mask, stats, save, acc
+            x, gamma, beta, 1e-5, dt.type(SLOPE), seed, steps, thr, ds, y, a, mask, stats, save, acc, *state
         )
     o = (a if drop else y) if act in KF.STORES_OUTPUT else np.empty((0, m), dt)
     if version is None:
@@ -108,7 +122,8 @@ def fused(impl, x, gamma, beta, dy, act, drop, version=None):
         getattr(KF.fused_kernels(act, drop)[1], version)(
             dy, x, save, o, mask, dt.type(SLOPE), ds, True, dx, dg, db, acc, work
         )
-    return dict(y=y, mask=mask if drop else None, stats=stats, save=save, dx=dx, dgamma=dg, dbeta=db)
+    return dict(y=y, mask=mask if drop else None, stats=stats, save=save, dx=dx, dgamma=dg, dbeta=db,
+                running_mean=rm, running_var=rv, tracked=tracked, steps=steps)  # fmt: skip
 
 
 def assert_bitwise(a, b):
@@ -186,6 +201,10 @@ def test_fused_kernels_match_numpy_twins(rng, dtype, shape, act, drop):
     t = fused(RF, x, gamma, beta, dy, act, drop)
     if drop:
         np.testing.assert_array_equal(k["mask"], t["mask"])
+    for key in ("steps", "tracked"):
+        np.testing.assert_array_equal(k[key], t[key], err_msg=key)
+    for key in ("running_mean", "running_var"):  # from statistics that agree to a few ulps (tests/test_norm.py)
+        assert_close(k[key], t[key], key, ulps=16)
     eps = float(np.finfo(dtype).eps)
     # scales as tests/test_norm.py: max|y|, max|scale| * max|dy| for dx, sum |dy| (* max|x_hat|) for the sums
     x_hat = np.abs((x - k["save"][0]) * k["save"][1] + k["save"][2]).max()
@@ -276,6 +295,31 @@ def test_sequential_fused_equals_layers_one_by_one(rng, backend, dtype, width, b
         dx = fused_model.backward(dy, input_grad=True)
         assert_close(dx, hand_backward(plain, dy, True), "dx")
         _assert_same_state(_state(fused_model), _state(plain))
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("momentum,track", [(None, True), (1, True), (0.0, True), (0.1, False)])
+def test_fused_running_statistics_options(rng, backend, momentum, track):
+    # The fused forward updates running statistics, num_batches_tracked and the Dropout step
+    # itself: for every BatchNorm option they must be what the layers' own forwards leave.
+    def make():
+        return fastbp.Sequential(
+            Linear(4, 5, dtype=np.float64, seed=0, backend=backend),
+            BatchNorm1d(5, momentum=momentum, track_running_stats=track, dtype=np.float64, backend=backend),
+            ReLU(backend=backend),
+            Dropout(P, seed=1, backend=backend),
+        )
+
+    fused_model, plain = make(), make()
+    for _ in range(4):
+        x = rng.standard_normal((6, 4))
+        fused_model.forward(x)
+        assert fused_model._runs[0].fused_last
+        hand_forward(plain, x)
+        _assert_same_state(_state(fused_model), _state(plain))
+    if track:
+        assert fused_model.layers[1].num_batches_tracked[0] == 4
+    assert fused_model.layers[3]._step[0] == 4
 
 
 # 20 steps let a difference of an ulp in a step grow: allowed 1024 ulps (1.2e-4 of each array's

@@ -28,8 +28,8 @@ import numpy as np
 from numba import prange
 
 from ..jit import IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, jit, kernel
-from .dropout import _GAMMA, _S11, mix64, stream_key
-from .norm import CHUNKS, _mean_residual
+from .dropout import _GAMMA, _ONE, _S11, mix64, stream_key
+from .norm import CHUNKS, _mean_residual, running_at
 from .vmath import exp
 
 __all__ = ["FUSED_ACTIVATIONS", "bn_act_drop_forward", "bn_act_drop_backward"]
@@ -143,7 +143,10 @@ def _make(act, drop):
     reads = act in STORES_OUTPUT  # backward reads the activation output o
     store = drop and reads  # forward writes it to a (without dropout it is y itself)
 
-    def forward(x, gamma, beta, eps, p1, seed, step, threshold, dscale, y, a, mask, stats, save, acc):
+    def forward(
+        x, gamma, beta, eps, p1, seed, steps, threshold, dscale, y, a, mask, stats, save, acc,
+        running_mean, running_var, momentum, tracked,
+    ):  # fmt: skip
         """:func:`bn_act_drop_forward` for this variant."""
         n, m = x.shape
         dt = x.dtype.type
@@ -201,6 +204,18 @@ def _make(act, drop):
             save[2, j] = dt(offset)
             save[3, j] = dt(g * inv)
             save[4, j] = dt(g * offset + np.float64(beta[j]))
+        # The state the layers' own forwards update, here rather than in more calls from Python
+        # (each costs 10-20 us in a training step, where a matmul has just evicted the interpreter's
+        # data from the caches; docs/normalization.md, "Fusion in Sequential").
+        if running_mean.shape[0]:
+            tracked[0] += 1
+            factor = momentum if momentum >= 0.0 else 1.0 / np.float64(tracked[0])
+            keep, unbias = 1.0 - factor, n / (n - 1.0)
+            for j in range(m):
+                running_at(running_mean, running_var, stats, j, keep, factor, unbias)
+        step = steps[0]
+        if drop:
+            steps[0] = step + _ONE
         center, scale, shift = save[0], save[3], save[4]
         key = stream_key(seed, step)
         thr = np.uint64(threshold)
@@ -316,8 +331,9 @@ def _make(act, drop):
 
 
 def bn_act_drop_forward(
-    x, gamma, beta, eps, act, p1, drop, seed, step, threshold, dscale, y, a, mask, stats, save, acc
-):
+    x, gamma, beta, eps, act, p1, drop, seed, steps, threshold, dscale, y, a, mask, stats, save, acc,
+    running_mean, running_var, momentum, tracked,
+):  # fmt: skip
     """Training-mode BatchNorm, then ``act``, then (``drop``) inverted dropout, into ``y``.
 
     Parameters
@@ -325,14 +341,24 @@ def bn_act_drop_forward(
     x : (n, m), n >= 2
     gamma, beta, eps, stats, save, acc : as :func:`fastbp.kernels.norm.batchnorm_forward`
     act : int, one of :data:`FUSED_ACTIVATIONS`; ``p1`` (x's dtype) LeakyReLU's slope, else unused
-    drop : bool; ``seed``, ``step``, ``threshold`` (uint64) and ``dscale`` (x's dtype) as
+    drop : bool; ``seed``, ``threshold`` (uint64) and ``dscale`` (x's dtype) as
         :func:`fastbp.kernels.dropout.dropout_forward`
+    steps : (1,) uint64, the Dropout's step counter: the mask is drawn at ``steps[0]``, which
+        then goes up by one with ``drop`` (left alone without)
     y : (n, m) output: the dropout output, or the activation output without ``drop``
     a : (n, m) output, the activation output, when ``drop`` and ``act`` in :data:`STORES_OUTPUT`;
         else any (0, m) array (unused)
     mask : (n, m) uint8 output, 1 where kept, with ``drop``; else any (0, m) uint8 array (unused)
+    running_mean, running_var : (m,) running statistics, updated as
+        :func:`fastbp.kernels.norm.batchnorm_running` does; (0,) arrays when not tracked
+    momentum : float, the BatchNorm's momentum, or -1.0 for None (the cumulative average:
+        the factor is 1 / ``tracked[0]``)
+    tracked : (1,) int64 ``num_batches_tracked``, incremented when the statistics are tracked
     """
-    fused_kernels(act, drop)[0](x, gamma, beta, eps, p1, seed, step, threshold, dscale, y, a, mask, stats, save, acc)
+    fused_kernels(act, drop)[0](
+        x, gamma, beta, eps, p1, seed, steps, threshold, dscale, y, a, mask, stats, save, acc,
+        running_mean, running_var, momentum, tracked,
+    )  # fmt: skip
 
 
 def bn_act_drop_backward(dy, x, save, o, mask, act, p1, drop, dscale, need_dx, dx, dgamma, dbeta, acc, work):

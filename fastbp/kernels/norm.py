@@ -240,6 +240,17 @@ def batchnorm_backward(dy, x, save, batch_stats, need_dx, dx, dgamma, dbeta, acc
                 out[j] = g[j] * scale[j]
 
 
+def _running_at_py(running_mean, running_var, stats, j, keep, factor, unbias):
+    """Feature ``j`` of :func:`batchnorm_running` (``keep = 1 - factor``, ``unbias = n / (n - 1)``);
+    shared with the fused BatchNorm forward, so both give the same bits."""
+    dt = running_mean.dtype.type
+    running_mean[j] = dt(keep * np.float64(running_mean[j]) + factor * stats[0, j])
+    running_var[j] = dt(keep * np.float64(running_var[j]) + factor * (stats[1, j] * unbias))
+
+
+running_at = jit(_running_at_py, inline="always")
+
+
 @kernel
 def batchnorm_running(running_mean, running_var, stats, factor, n):
     """Running statistics, PyTorch's convention: ``running = (1 - factor) * running + factor * batch``.
@@ -248,13 +259,10 @@ def batchnorm_running(running_mean, running_var, stats, factor, n):
     the variance enters unbiased (``* n / (n - 1)``), n >= 2. Computed in float64 and
     rounded once to the running arrays' dtype.
     """
-    m = running_mean.shape[0]
-    dt = running_mean.dtype.type
     keep = 1.0 - factor
     unbias = n / (n - 1.0)
-    for j in prange(m):
-        running_mean[j] = dt(keep * np.float64(running_mean[j]) + factor * stats[0, j])
-        running_var[j] = dt(keep * np.float64(running_var[j]) + factor * (stats[1, j] * unbias))
+    for j in prange(running_mean.shape[0]):
+        running_at(running_mean, running_var, stats, j, keep, factor, unbias)
 
 
 @kernel(reduction=True)

@@ -54,6 +54,10 @@ class FusedNorm:
         self.p1 = act.act.p1 if type(act) is LeakyReLU else 0.0
         self.reads = self.code in _kernels.STORES_OUTPUT
         self._no_mask = np.empty((0, bn.num_features), np.uint8)  # the kernels' mask without dropout (never read)
+        self._no_step = np.zeros(1, np.uint64)  # the kernels' step counter without dropout (not advanced)
+        self._no_step_i = np.zeros(1, np.int64)  # num_batches_tracked without running statistics (untouched)
+        self._no_running = (np.empty(0, bn.dtype), np.empty(0, bn.dtype), 0.0)  # (0,) arrays: not tracked
+        self._bufs: dict = {}  # batch shape -> (y, a, mask); see _buffers
         self.fused_last = False  # whether the last forward ran fused (backward follows it)
 
     def active(self) -> bool:
@@ -67,28 +71,23 @@ class FusedNorm:
         x = bn._keep(v.batch(x, "x", dtype=bn.dtype, width=bn.num_features))
         if x.shape[0] == 1:
             raise _batch_of_one(x.shape)
-        dt = x.dtype
-        n = x.shape[0]
-        last = self.layers[-1]
-        y = last._buf("y", x.shape, dt)
-        empty = bn._no_dx  # (0, m) of the dtype: what the kernels get for an array they do not use
+        y, a, mask = self._buffers(x.shape)
+        dt = bn.dtype.type
         if drop is not None:
-            mask = drop._buf("mask", x.shape, np.uint8)
-            a = act._buf("y", x.shape, dt) if self.reads else empty
-            seed, step, threshold, dscale = drop._seed[0], drop._step[0], drop._threshold, dt.type(drop._scale)
+            seed, steps, threshold, dscale = drop._seed[0], drop._step, drop._threshold, dt(drop._scale)
         else:
-            mask, a = self._no_mask, empty
-            seed = step = threshold = np.uint64(0)
-            dscale = dt.type(1.0)
-        _BACKENDS[bn.backend].bn_act_drop_forward(
-            x, bn._gamma, bn._beta, bn.eps, self.code, dt.type(self.p1), drop is not None,
-            seed, step, threshold, dscale, y, a, mask, bn._stats, bn._save, bn._acc,
-        )  # fmt: skip
-        # The state each layer's own forward leaves.
+            seed, steps, threshold, dscale = np.uint64(0), self._no_step, np.uint64(0), dt(1.0)
         if bn.track_running_stats:
-            bn.num_batches_tracked += 1
-            factor = 1.0 / float(bn.num_batches_tracked[0]) if bn.momentum is None else bn.momentum
-            bn._n.batchnorm_running(bn.running_mean, bn.running_var, bn._stats, factor, n)
+            running = bn.running_mean, bn.running_var, -1.0 if bn.momentum is None else float(bn.momentum)
+            tracked = bn.num_batches_tracked
+        else:
+            running, tracked = self._no_running, self._no_step_i
+        # The kernel also updates the running statistics, num_batches_tracked and the Dropout's step.
+        _BACKENDS[bn.backend].bn_act_drop_forward(
+            x, bn._gamma, bn._beta, bn.eps, self.code, dt(self.p1), drop is not None,
+            seed, steps, threshold, dscale, y, a, mask, bn._stats, bn._save, bn._acc, *running, tracked,
+        )  # fmt: skip
+        # The rest of the state each layer's own forward leaves.
         bn._x, bn._batch_stats = x, True
         if act is not None:
             # Sigmoid, Tanh: their output, so their own backward works; ReLU's is never written
@@ -98,10 +97,31 @@ class FusedNorm:
                 act._x = None
         if drop is not None:
             drop._x, drop._mask = y, mask  # _x: only its shape is read (the upstream check)
-            drop._step += np.uint64(1)
         self._y = y
         self.fused_last = True
         return y
+
+    def _buffers(self, shape):
+        """``(y, a, mask)`` for a batch of ``shape``: the layers' own buffers, looked up once per shape.
+
+        A layer's buffer lookup is cheap on its own but not in a training step: right after
+        a matmul each Python operation runs with cold caches (a 1 us kernel call measured
+        11-21 us there), so the fused path does as few as it can.
+        """
+        bufs = self._bufs.get(shape)
+        if bufs is None:
+            bn, act, drop = self.bn, self.act, self.drop
+            dt = bn.dtype
+            y = self.layers[-1]._buf("y", shape, dt)
+            if drop is not None:
+                mask = drop._buf("mask", shape, np.uint8)
+                a = act._buf("y", shape, dt) if self.reads else bn._no_dx
+            else:
+                mask, a = self._no_mask, bn._no_dx
+            if len(self._bufs) >= 8:  # bounded, as the layers' pools are
+                self._bufs.clear()
+            bufs = self._bufs[shape] = (y, a, mask)
+        return bufs
 
     def backward(self, dy, need_dx: bool):
         """Fill the BatchNorm's ``weight.grad`` and ``bias.grad``; return ``dx`` or None (not ``need_dx``)."""

@@ -8,6 +8,8 @@ it, so the next kernel call never sees an array it was not built for.
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from ..parameter import Parameter
@@ -20,9 +22,10 @@ class _Slot:
 
     def __set_name__(self, owner, name):
         self.name, self.attr = name, "_slot_" + name
-
-    def __get__(self, obj, objtype=None):
-        return self if obj is None else getattr(obj, self.attr)
+        # The class gets a property that reads through C (attrgetter) and sets through the
+        # checks below: a training step reads these attributes dozens of times, and there each
+        # Python-level getter call costs (docs/normalization.md, "Fusion in Sequential").
+        setattr(owner, name, property(operator.attrgetter(self.attr), self.__set__, doc=self.__doc__))
 
     def __set__(self, obj, value):
         old = getattr(obj, self.attr, _UNSET)

@@ -26,10 +26,18 @@ def _activate(h, act, p1):
 
 
 def bn_act_drop_forward(
-    x, gamma, beta, eps, act, p1, drop, seed, step, threshold, dscale, y, a, mask, stats, save, acc
-):
+    x, gamma, beta, eps, act, p1, drop, seed, steps, threshold, dscale, y, a, mask, stats, save, acc,
+    running_mean, running_var, momentum, tracked,
+):  # fmt: skip
     h = np.empty_like(x)
     _norm.batchnorm_forward(x, gamma, beta, eps, h, stats, save, acc)
+    if running_mean.shape[0]:  # the BatchNorm layer's running statistics, then the Dropout's step
+        tracked += 1
+        factor = momentum if momentum >= 0.0 else 1.0 / float(tracked[0])
+        _norm.batchnorm_running(running_mean, running_var, stats, factor, x.shape[0])
+    step = steps[0]
+    if drop:
+        steps += np.uint64(1)
     _activate(h, act, p1)
     if drop:
         if a.shape[0]:
