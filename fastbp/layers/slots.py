@@ -9,6 +9,7 @@ it, so the next kernel call never sees an array it was not built for.
 from __future__ import annotations
 
 import operator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +27,10 @@ class _Slot:
         # checks below: a training step reads these attributes dozens of times, and there each
         # Python-level getter call costs (docs/normalization.md, "Fusion in Sequential").
         setattr(owner, name, property(operator.attrgetter(self.attr), self.__set__, doc=self.__doc__))
+
+    if TYPE_CHECKING:  # what the property set up above returns, for type checkers
+
+        def __get__(self, obj, objtype=None) -> Any: ...
 
     def __set__(self, obj, value):
         old = getattr(obj, self.attr, _UNSET)
