@@ -29,6 +29,14 @@ class BufferPool:
             self._ids.add(id(a))
         return a
 
+    def __getstate__(self):
+        return {"_arrays": self._arrays, "_max": self._max}
+
+    def __setstate__(self, state):
+        # A copy (pickle, copy.deepcopy) has new arrays: their ids, not the original's.
+        self.__dict__.update(state)
+        self._ids = {id(a) for a in self._arrays.values()}
+
     def holds(self, x: np.ndarray) -> bool:
         """Whether ``x`` is one of these arrays or a view of one (what a forward may overwrite)."""
         owner = x if x.base is None else x.base  # numpy points a view of a view at the owner

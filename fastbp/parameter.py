@@ -1,6 +1,7 @@
 """A trainable array and its gradient."""
 
 import operator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -51,8 +52,20 @@ class Parameter:
     # Read through C (attrgetter), set through the checks: a training step reads these about
     # forty times, and each Python-level getter call costs there (docs/normalization.md,
     # "Fusion in Sequential", on what a Python operation costs right after a matmul).
-    data = property(operator.attrgetter("_data"), _set_data, doc="The array trained (rebinding is checked).")
-    grad = property(operator.attrgetter("_grad"), _set_grad, doc="Its gradient, overwritten by backward.")
+    if TYPE_CHECKING:  # the same attributes, typed
+
+        @property
+        def data(self) -> np.ndarray: ...
+        @data.setter
+        def data(self, a) -> None: ...
+        @property
+        def grad(self) -> np.ndarray: ...
+        @grad.setter
+        def grad(self, g) -> None: ...
+
+    else:
+        data = property(operator.attrgetter("_data"), _set_data, doc="The array trained (rebinding is checked).")
+        grad = property(operator.attrgetter("_grad"), _set_grad, doc="Its gradient, overwritten by backward.")
 
     @property
     def shape(self):

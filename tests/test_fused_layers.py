@@ -456,3 +456,33 @@ def test_steady_state_steps_allocate_nothing(optimizer):
     peak, fused = in_fresh_process("test_fused_layers", "steady_state_peak", optimizer)
     assert fused
     assert peak < 10_000, peak  # one (64, 64) float32 activation is 16 KB
+
+
+def test_momentum_assignment_is_checked():
+    # The fused forward passes momentum=None to its kernel as -1.0: a value outside [0, 1] must never get in.
+    bn = BatchNorm1d(3)
+    for bad in (-0.5, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="momentum"):
+            bn.momentum = bad
+    for bad in ("0.1", True):
+        with pytest.raises(TypeError, match="momentum"):
+            bn.momentum = bad
+    bn.momentum = None
+    assert bn.momentum is None
+    bn.momentum = np.float32(0.5)
+    assert type(bn.momentum) is float and bn.momentum == 0.5
+
+
+def test_buffer_pool_holds_its_own_arrays_after_a_copy():
+    # holds() answers from a set of ids: a copy must answer for its own arrays, not the original's.
+    import copy
+    import pickle
+
+    from fastbp._buffers import BufferPool
+
+    pool = BufferPool()
+    a = pool.get("y", (2, 3), np.float32)
+    assert pool.holds(a) and pool.holds(a[1:]) and not pool.holds(np.empty((2, 3), np.float32))
+    for twin in (copy.deepcopy(pool), pickle.loads(pickle.dumps(pool))):
+        b = twin.get("y", (2, 3), np.float32)
+        assert b is not a and twin.holds(b) and not twin.holds(a)

@@ -7,6 +7,7 @@ for backward and the numerics: docs/normalization.md.
 from __future__ import annotations
 
 import numbers
+import operator
 
 import numpy as np
 
@@ -146,6 +147,15 @@ class BatchNorm1d(_Norm):
     running_mean = ArraySlot()
     running_var = ArraySlot()
     num_batches_tracked = ArraySlot()
+
+    def _set_momentum(self, value) -> None:
+        self._momentum = v.check(value, "momentum", *_MOMENTUM)
+
+    # Checked on every assignment, as in the constructor (the fused forward passes None as -1.0,
+    # so a negative value must never get in); read through C, as the slots are.
+    momentum = property(
+        operator.attrgetter("_momentum"), _set_momentum, doc="float in [0, 1], or None (cumulative average)"
+    )
 
     def __init__(
         self,
