@@ -65,22 +65,15 @@ def _old_forward(self, x):
         steps = self._no_step
     F._BACKENDS[bn.backend].bn_act_drop_forward(
         x, bn._gamma, bn._beta, bn.eps, self.code, dt.type(self.p1), drop is not None,
-        seed, steps, threshold, dscale, y, a, mask, bn._stats, bn._save, bn._acc, *self._no_running, self._no_step_i,
+        seed, steps, threshold, dscale, y, a, mask, bn._stats, bn._save, bn._acc, *self._no_running, self._no_tracked,
     )  # fmt: skip
     if bn.track_running_stats:
         bn.num_batches_tracked += 1
         factor = 1.0 / float(bn.num_batches_tracked[0]) if bn.momentum is None else bn.momentum
         bn._n.batchnorm_running(bn.running_mean, bn.running_var, bn._stats, factor, x.shape[0])
-    bn._x, bn._batch_stats = x, True
-    if act is not None:
-        act._y = (a if drop is not None else y) if self.reads else None
-        if hasattr(act, "_x"):
-            act._x = None
     if drop is not None:
-        drop._x, drop._mask = y, mask
         drop._step += np.uint64(1)
-    self._y = y
-    self.fused_last = True
+    self._leave_state(x, y, a, mask)
     return y
 
 

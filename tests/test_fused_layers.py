@@ -9,6 +9,8 @@ same bits on 1 and 2 threads. Against the numpy twins the tolerance is that of
 tests/test_norm.py (16 ulps of each output's natural scale), the mask exact.
 """
 
+import copy
+import pickle
 import tracemalloc
 
 import numba
@@ -18,6 +20,7 @@ from _helpers import in_fresh_process
 
 import fastbp
 from fastbp import threads
+from fastbp._buffers import BufferPool
 from fastbp.backend import identity_bias, no_input, zero_bias
 from fastbp.bench.mlp import make_regularized_problem
 from fastbp.jit import IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH
@@ -475,11 +478,6 @@ def test_momentum_assignment_is_checked():
 
 def test_buffer_pool_holds_its_own_arrays_after_a_copy():
     # holds() answers from a set of ids: a copy must answer for its own arrays, not the original's.
-    import copy
-    import pickle
-
-    from fastbp._buffers import BufferPool
-
     pool = BufferPool()
     a = pool.get("y", (2, 3), np.float32)
     assert pool.holds(a) and pool.holds(a[1:]) and not pool.holds(np.empty((2, 3), np.float32))

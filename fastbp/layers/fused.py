@@ -55,7 +55,7 @@ class FusedNorm:
         self.reads = self.code in _kernels.STORES_OUTPUT
         self._no_mask = np.empty((0, bn.num_features), np.uint8)  # the kernels' mask without dropout (never read)
         self._no_step = np.zeros(1, np.uint64)  # the kernels' step counter without dropout (not advanced)
-        self._no_step_i = np.zeros(1, np.int64)  # num_batches_tracked without running statistics (untouched)
+        self._no_tracked = np.zeros(1, np.int64)  # num_batches_tracked without running statistics (untouched)
         self._no_running = (np.empty(0, bn.dtype), np.empty(0, bn.dtype), 0.0)  # (0,) arrays: not tracked
         self._bufs: dict = {}  # batch shape -> (y, a, mask); see _buffers
         self.fused_last = False  # whether the last forward ran fused (backward follows it)
@@ -67,7 +67,7 @@ class FusedNorm:
 
     def forward(self, x):
         """The run's output for ``x`` (batch, num_features), a buffer of its last layer."""
-        bn, act, drop = self.bn, self.act, self.drop
+        bn, drop = self.bn, self.drop
         x = bn._keep(v.batch(x, "x", dtype=bn.dtype, width=bn.num_features))
         if x.shape[0] == 1:
             raise _batch_of_one(x.shape)
@@ -81,13 +81,18 @@ class FusedNorm:
             running = bn.running_mean, bn.running_var, -1.0 if bn.momentum is None else float(bn.momentum)
             tracked = bn.num_batches_tracked
         else:
-            running, tracked = self._no_running, self._no_step_i
+            running, tracked = self._no_running, self._no_tracked
         # The kernel also updates the running statistics, num_batches_tracked and the Dropout's step.
         _BACKENDS[bn.backend].bn_act_drop_forward(
             x, bn._gamma, bn._beta, bn.eps, self.code, dt(self.p1), drop is not None,
             seed, steps, threshold, dscale, y, a, mask, bn._stats, bn._save, bn._acc, *running, tracked,
         )  # fmt: skip
-        # The rest of the state each layer's own forward leaves.
+        self._leave_state(x, y, a, mask)
+        return y
+
+    def _leave_state(self, x, y, a, mask):
+        """The rest of the state each layer's own forward leaves (the kernel did the counters)."""
+        bn, act, drop = self.bn, self.act, self.drop
         bn._x, bn._batch_stats = x, True
         if act is not None:
             # Sigmoid, Tanh: their output, so their own backward works; ReLU's is never written
@@ -99,7 +104,6 @@ class FusedNorm:
             drop._x, drop._mask = y, mask  # _x: only its shape is read (the upstream check)
         self._y = y
         self.fused_last = True
-        return y
 
     def _buffers(self, shape):
         """``(y, a, mask)`` for a batch of ``shape``: the layers' own buffers, looked up once per shape.
